@@ -5,9 +5,13 @@
 //!   nodes and for disc logs). Everything else calls [`codec::encode`] and
 //!   [`codec::decode`], so the format can change in one file.
 //! - [`telemetry`]: tracing set-up shared by the binary, examples and tests.
+//! - [`cluster`]: nodes and membership (heartbeat failure detector, redial),
+//!   the global registry and process groups on pg, typed casts and calls
+//!   between nodes in one codec envelope, optional TLS.
 //!
 //! Nothing in this crate knows about XMPP.
 
+pub mod cluster;
 pub mod codec;
 pub mod telemetry;
 
