@@ -96,6 +96,7 @@ impl Actor for Worker {
                 let _ = reply.send(format!("echo:{text}"));
             }
             TestMsg::Sleep(ms, reply) => {
+                lock(seen).notes.push("sleeping".into());
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 let _ = reply.send("slept".into());
             }
