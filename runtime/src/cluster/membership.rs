@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::pg::GroupChangeMessage;
-use ractor::{ActorId, ActorRef};
+use ractor::{ActorId, ActorRef, ActorStatus};
 use ractor_cluster::NodeSessionMessage;
 use ractor_cluster::node::NodeServerSessionInformation;
 use rustls::pki_types::ServerName;
@@ -699,6 +699,20 @@ impl State {
         } else if let Some(user_scope) = scope.strip_prefix(names::GROUP_SCOPE_PREFIX) {
             for cell in &cells {
                 let Some(meta) = meta_of(cell) else { continue };
+                let id = cell.get_id();
+                if !joined
+                    && id.is_local()
+                    && matches!(
+                        cell.get_status(),
+                        ActorStatus::Stopping | ActorStatus::Stopped
+                    )
+                {
+                    // The member's actor died: forget its stub.
+                    self.inner.typed.remove(&id);
+                    self.inner
+                        .member_stubs
+                        .retain(|_, stub| stub.get_id() != id);
+                }
                 let (scope, group, node) = (
                     user_scope.to_string(),
                     group.clone(),
