@@ -37,7 +37,7 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-async fn measure(variant: &str) -> f64 {
+async fn measure(variant: &str) -> (f64, f64) {
     // Warm the runtime and allocator a little so the first actor's fixed
     // costs don't count.
     let (warm, _) = Actor::spawn(None, Idle, ()).await.expect("warm");
@@ -45,6 +45,7 @@ async fn measure(variant: &str) -> f64 {
     let before = rss_bytes();
     let mut keep = Vec::with_capacity(N);
     let mut handles = Vec::with_capacity(N);
+    let began = std::time::Instant::now();
     match variant {
         "bare" => {
             for _ in 0..N {
@@ -69,10 +70,11 @@ async fn measure(variant: &str) -> f64 {
         }
         other => panic!("unknown variant {other}"),
     }
+    let rate = N as f64 / began.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = rss_bytes();
     drop(warm);
-    (after.saturating_sub(before)) as f64 / N as f64
+    ((after.saturating_sub(before)) as f64 / N as f64, rate)
 }
 
 fn main() {
@@ -84,8 +86,8 @@ fn main() {
             .enable_all()
             .build()
             .expect("runtime");
-        let per = rt.block_on(measure(&variant));
-        println!("{per:.0}");
+        let (per, rate) = rt.block_on(measure(&variant));
+        println!("{per:.0} {rate:.0}");
         return;
     }
     // `cargo bench` passes `--bench`; a `cargo test` run of benches passes
@@ -100,21 +102,23 @@ fn main() {
             .args(["--variant", variant])
             .output()
             .expect("run variant");
-        let per: f64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(f64::NAN);
-        results.push((variant, per));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut fields = text
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(f64::NAN));
+        let per: f64 = fields.next().unwrap_or(f64::NAN);
+        let rate: f64 = fields.next().unwrap_or(f64::NAN);
+        results.push((variant, per, rate));
     }
-    println!("memory per actor at {N} actors (RSS growth / N):");
-    for (variant, per) in &results {
+    println!("memory per actor at {N} actors (RSS growth / N), and start rate:");
+    for (variant, per, rate) in &results {
         let label = match *variant {
             "bare" => "bare ractor actor (baseline)",
             _ => "child of a DynamicSupervisor, with ChildHandle",
         };
-        println!("  {label:<48} {:>7.0} bytes", per);
+        println!("  {label:<48} {per:>7.0} bytes  {rate:>8.0} starts/s");
     }
-    if let [(_, bare), (_, dynamic)] = results[..] {
+    if let [(_, bare, _), (_, dynamic, _)] = results[..] {
         println!(
             "  supervision overhead per child: {:.0} bytes",
             dynamic - bare
