@@ -22,7 +22,7 @@ use crate::supervisor::{ChildCounts, ChildInfo, SupervisorError, ask};
 const SHUTDOWN_CONCURRENCY: usize = 1024;
 
 /// Settings of a [`DynamicSupervisor`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DynamicSpec {
     /// Restart intensity across all children (default: 1 in 5 s, as OTP).
     pub intensity: Intensity,
@@ -33,15 +33,6 @@ pub struct DynamicSpec {
     pub backoff: Option<Backoff>,
 }
 
-impl Default for DynamicSpec {
-    fn default() -> Self {
-        DynamicSpec {
-            intensity: Intensity::default(),
-            max_children: None,
-            backoff: None,
-        }
-    }
-}
 
 /// Messages a [`DynamicSupervisor`] handles; use [`DynamicSupervisorRef`].
 pub enum DynamicMsg {
