@@ -134,3 +134,33 @@ fn nodes_talk_over_mutual_tls() {
         plain.first_line
     );
 }
+
+#[test]
+fn call_to_a_frozen_node_fails_with_node_down_after_the_heartbeat_timeout() {
+    let p1 = free_port();
+    let mut n1 = TestNode::start("froz1", p1, &[]);
+    let mut n2 = TestNode::start("froz2", free_port(), &[p1]);
+    n2.ok("register frozen");
+    wait_until("frozen visible", Duration::from_secs(10), || {
+        n1.ok("whereis frozen") == "froz2"
+    });
+
+    n2.signal("STOP");
+    let sent_at = Instant::now();
+    n1.send("call frozen hello");
+    let reply = n1.recv(Duration::from_secs(10));
+    let after = sent_at.elapsed();
+    assert!(
+        reply.starts_with("err node froz2 went down before replying"),
+        "{reply}"
+    );
+    assert!(
+        after < support::HB_TIMEOUT + Duration::from_secs(1),
+        "NodeDown took {after:?}"
+    );
+    n2.signal("CONT");
+    wait_until("froz2 back", Duration::from_secs(15), || {
+        n1.members() == "froz2"
+    });
+    assert_eq!(n1.ok("call frozen again"), "echo:again");
+}
