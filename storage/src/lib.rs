@@ -1,6 +1,25 @@
-//! beamline-storage: Mnesia-style replicated tables.
+//! beamline-storage: Mnesia-style tables.
 //!
-//! Not built yet: this crate holds the place of the data layer described in
-//! `ARCHITECTURE.md` (tables, replicas as supervised actors, transactions,
-//! disc copies). It depends on `beamline-runtime` and `beamline-supervision`
-//! and on nothing XMPP-specific.
+//! What is inside:
+//! - [`Db`]: a node's database, its tables and the commit path;
+//! - [`Table`]: a typed handle to one table of [`Record`]s — set, bag or
+//!   ordered_set ([`TableKind`]), with secondary indexes; reads are served
+//!   from the local copy; dirty writes and deletes;
+//! - [`Tx`] via [`Db::transaction`]: atomic, serializable transactions over
+//!   several tables, retried on conflict (optimistic: reads are validated
+//!   at commit, under the commit locks of every table touched, taken in
+//!   name order);
+//! - subscriptions to a table's changes, delivered in commit order;
+//! - [`CommitLog`]: where commits of disc tables go to become durable.
+//!
+//! Guarantees and design: `docs/storage.md`. Nothing here knows XMPP.
+
+mod db;
+mod error;
+mod record;
+mod table;
+
+pub use db::{CommitLog, DEFAULT_MAX_RETRIES, Db, Frame, Table, Tx};
+pub use error::StorageError;
+pub use record::{CopyType, IndexValue, Record, TableDef, TableKind, index_value};
+pub use table::{Op, RawOp, TableEvent};

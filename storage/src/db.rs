@@ -1,0 +1,680 @@
+//! The database handle, typed table handles, dirty operations and the
+//! commit path shared by dirty writes and transactions.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeBounds;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use beamline_runtime::codec;
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StorageError;
+use crate::record::{CopyType, IndexValue, Record, TableDef, index_value};
+use crate::table::{AnyTable, Op, RawOp, TableCore, TableEvent};
+
+/// Where committed frames go to become durable (the node's disc log).
+///
+/// `submit` must enqueue the frame *before it returns*, in call order (the
+/// commit path calls it while holding the commit locks, so log order is
+/// commit order); the returned future resolves once the frame is durable.
+pub trait CommitLog: Send + Sync {
+    /// Enqueues `frame`; the future resolves when it is durable.
+    fn submit(&self, frame: Vec<u8>) -> BoxFuture<'static, Result<(), StorageError>>;
+}
+
+/// What the log holds: one frame per commit (or schema change).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Frame {
+    /// A commit: its sequence number and the ops per table.
+    Commit {
+        /// Commit sequence number.
+        seq: u64,
+        /// Table name and its ops, in the order they were applied.
+        tables: Vec<(String, Vec<RawOp>)>,
+    },
+}
+
+/// How many times a transaction is retried after conflicts by default.
+pub const DEFAULT_MAX_RETRIES: usize = 64;
+
+struct DbInner {
+    tables: RwLock<HashMap<String, Arc<dyn AnyTable>>>,
+    seq: AtomicU64,
+    log: Option<Arc<dyn CommitLog>>,
+    /// Recovered commits not yet applied because their table has not been
+    /// declared yet (tables are typed, so code must declare them first).
+    pending: Mutex<HashMap<String, Vec<(u64, Vec<RawOp>)>>>,
+    /// Recovered snapshots, likewise.
+    snapshots: Mutex<HashMap<String, (u64, Vec<u8>)>>,
+    max_retries: usize,
+}
+
+/// A node's database: its tables and their commit path. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<DbInner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field(
+                "tables",
+                &self.inner.tables.read().keys().collect::<Vec<_>>(),
+            )
+            .field("seq", &self.inner.seq.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Db {
+    /// A database with no durable log: every table behaves as a RAM copy.
+    pub fn in_memory() -> Db {
+        Db::build(None, Vec::new(), Vec::new())
+    }
+
+    /// A database whose disc tables commit through `log`, starting from the
+    /// recovered `snapshots` (table, seq, bytes) and log `frames` (in log
+    /// order). Recovered data is applied to each table when the code
+    /// declares it with [`Db::create_table`].
+    pub fn with_log(
+        log: Arc<dyn CommitLog>,
+        snapshots: Vec<(String, u64, Vec<u8>)>,
+        frames: Vec<Vec<u8>>,
+    ) -> Result<Db, StorageError> {
+        let mut decoded = Vec::with_capacity(frames.len());
+        for f in frames {
+            decoded.push(codec::decode::<Frame>(&f)?);
+        }
+        Ok(Db::build(Some(log), snapshots, decoded))
+    }
+
+    fn build(
+        log: Option<Arc<dyn CommitLog>>,
+        snapshots: Vec<(String, u64, Vec<u8>)>,
+        frames: Vec<Frame>,
+    ) -> Db {
+        let mut max_seq = 0;
+        let mut snaps = HashMap::new();
+        for (table, seq, bytes) in snapshots {
+            max_seq = max_seq.max(seq);
+            snaps.insert(table, (seq, bytes));
+        }
+        let mut pending: HashMap<String, Vec<(u64, Vec<RawOp>)>> = HashMap::new();
+        for frame in frames {
+            match frame {
+                Frame::Commit { seq, tables } => {
+                    max_seq = max_seq.max(seq);
+                    for (table, ops) in tables {
+                        pending.entry(table).or_default().push((seq, ops));
+                    }
+                }
+            }
+        }
+        Db {
+            inner: Arc::new(DbInner {
+                tables: RwLock::new(HashMap::new()),
+                seq: AtomicU64::new(max_seq),
+                log,
+                pending: Mutex::new(pending),
+                snapshots: Mutex::new(snaps),
+                max_retries: DEFAULT_MAX_RETRIES,
+            }),
+        }
+    }
+
+    /// Declares a table of records `R` (or returns the existing one if it
+    /// was declared with the same definition and type). A disc table gets
+    /// its recovered snapshot and log applied now.
+    pub fn create_table<R: Record>(&self, def: TableDef) -> Result<Table<R>, StorageError> {
+        let mut tables = self.inner.tables.write();
+        if let Some(existing) = tables.get(&def.name) {
+            if existing.def() != &def {
+                return Err(StorageError::TableExists(def.name));
+            }
+            return Table::from_any(self.clone(), existing.clone());
+        }
+        let core = Arc::new(TableCore::<R>::new(def.clone()));
+        if let Some((seq, bytes)) = self.inner.snapshots.lock().remove(&def.name) {
+            core.load(&bytes, seq)?;
+        }
+        let snap_seq = core.version();
+        if let Some(commits) = self.inner.pending.lock().remove(&def.name) {
+            for (seq, ops) in commits {
+                // The snapshot already holds commits up to its seq.
+                if seq > snap_seq {
+                    core.apply_raw(&ops, seq)?;
+                }
+            }
+        }
+        let any: Arc<dyn AnyTable> = core.clone();
+        tables.insert(def.name.clone(), any);
+        Ok(Table {
+            db: self.clone(),
+            core,
+        })
+    }
+
+    /// The table named `name`, if it was declared with record type `R`.
+    pub fn table<R: Record>(&self, name: &str) -> Result<Table<R>, StorageError> {
+        let any = self
+            .inner
+            .tables
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StorageError::NoSuchTable(name.to_string()))?;
+        Table::from_any(self.clone(), any)
+    }
+
+    /// Names and definitions of the declared tables.
+    pub fn tables(&self) -> Vec<TableDef> {
+        self.inner
+            .tables
+            .read()
+            .values()
+            .map(|t| t.def().clone())
+            .collect()
+    }
+
+    /// The sequence number of the last commit.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.seq.load(Ordering::Acquire)
+    }
+
+    /// Every declared table's contents, encoded, with the seq it reflects:
+    /// what a snapshot writer stores (see `disc`).
+    pub fn dump_tables(&self) -> Result<Vec<(String, u64, Vec<u8>)>, StorageError> {
+        let tables: Vec<Arc<dyn AnyTable>> = self.inner.tables.read().values().cloned().collect();
+        let mut out = Vec::with_capacity(tables.len());
+        for t in tables {
+            if t.def().copy != CopyType::Disc {
+                continue;
+            }
+            let _g = t.commit_lock().lock();
+            out.push((t.def().name.clone(), t.version(), t.dump()?));
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` as a transaction: atomic, serializable, over any tables.
+    /// On a conflict with a concurrent commit, `f` runs again (up to 64
+    /// times); if `f` returns an error, nothing is written and the error is
+    /// returned.
+    pub async fn transaction<T, F>(&self, mut f: F) -> Result<T, StorageError>
+    where
+        F: FnMut(&mut Tx) -> Result<T, StorageError>,
+    {
+        for attempt in 0..self.inner.max_retries {
+            let mut tx = Tx::new(self.clone());
+            let value = f(&mut tx)?;
+            match self.commit(tx) {
+                Ok(durable) => {
+                    durable.await?;
+                    return Ok(value);
+                }
+                Err(Conflict) => {
+                    // Let the winner finish before trying again.
+                    if attempt > 2 {
+                        tokio::time::sleep(std::time::Duration::from_micros(50 << attempt.min(8)))
+                            .await;
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        }
+        Err(StorageError::TooManyRetries(self.inner.max_retries))
+    }
+
+    /// Validates and applies `tx` under the commit locks of every table it
+    /// touched; returns the future of its durability.
+    fn commit(&self, tx: Tx) -> Result<BoxFuture<'static, Result<(), StorageError>>, Conflict> {
+        let done: BoxFuture<'static, Result<(), StorageError>> = Box::pin(async { Ok(()) });
+        if tx.writes.is_empty() && tx.reads.is_empty() {
+            return Ok(done);
+        }
+        let mut involved: BTreeMap<&str, &Arc<dyn AnyTable>> = BTreeMap::new();
+        for w in &tx.writes {
+            involved.insert(w.table.def().name.as_str(), &w.table);
+        }
+        for r in &tx.reads {
+            involved.insert(r.table().def().name.as_str(), r.table());
+        }
+        // Locks in name order: no deadlock between transactions.
+        let _guards: Vec<_> = involved.values().map(|t| t.commit_lock().lock()).collect();
+        for r in &tx.reads {
+            if !r.still_valid() {
+                return Err(Conflict);
+            }
+        }
+        if tx.writes.is_empty() {
+            return Ok(done);
+        }
+        let seq = self.inner.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut durable = done;
+        if let Some(log) = &self.inner.log
+            && tx
+                .writes
+                .iter()
+                .any(|w| w.table.def().copy == CopyType::Disc)
+        {
+            let mut tables = Vec::new();
+            for w in &tx.writes {
+                if w.table.def().copy == CopyType::Disc {
+                    match w.table.encode_ops(w.ops.as_ref()) {
+                        Ok(ops) => tables.push((w.table.def().name.clone(), ops)),
+                        Err(e) => return Ok(Box::pin(async move { Err(e) })),
+                    }
+                }
+            }
+            match codec::encode(&Frame::Commit { seq, tables }) {
+                Ok(frame) => durable = log.submit(frame),
+                Err(e) => return Ok(Box::pin(async move { Err(e.into()) })),
+            }
+        }
+        for w in &tx.writes {
+            w.table.apply_typed(w.ops.as_ref(), seq);
+        }
+        Ok(durable)
+    }
+}
+
+struct Conflict;
+
+/// A typed handle to one table. Reads are served from the local copy;
+/// writes go through the commit path. Cheap to clone.
+pub struct Table<R: Record> {
+    db: Db,
+    core: Arc<TableCore<R>>,
+}
+
+impl<R: Record> Clone for Table<R> {
+    fn clone(&self) -> Self {
+        Table {
+            db: self.db.clone(),
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<R: Record> std::fmt::Debug for Table<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("def", &self.core.def)
+            .finish()
+    }
+}
+
+impl<R: Record> Table<R> {
+    fn from_any(db: Db, any: Arc<dyn AnyTable>) -> Result<Table<R>, StorageError> {
+        let name = any.def().name.clone();
+        if any.as_any().downcast_ref::<TableCore<R>>().is_none() {
+            return Err(StorageError::WrongType(name));
+        }
+        // The Arc<dyn AnyTable> was made from an Arc<TableCore<R>>; find
+        // that Arc again through the registry's typed clone.
+        let core = any_to_core::<R>(any).ok_or(StorageError::WrongType(name))?;
+        Ok(Table { db, core })
+    }
+
+    /// The table's definition.
+    pub fn def(&self) -> &TableDef {
+        &self.core.def
+    }
+
+    /// The records with `key` (none or one for sets, any number for bags).
+    pub fn read(&self, key: &R::Key) -> Vec<R> {
+        self.core.read(key)
+    }
+
+    /// The record with `key`, for sets and ordered sets.
+    pub fn get(&self, key: &R::Key) -> Option<R> {
+        self.core.read(key).into_iter().next()
+    }
+
+    /// Records whose index `index` has `value`.
+    pub fn index_read<V: Serialize + ?Sized>(
+        &self,
+        index: &str,
+        value: &V,
+    ) -> Result<Vec<R>, StorageError> {
+        self.core.index_read(index, &index_value(value))
+    }
+
+    /// Records with keys in `range`, in key order (ordered sets only).
+    pub fn range(&self, range: impl RangeBounds<R::Key>) -> Result<Vec<R>, StorageError> {
+        self.core.range(range)
+    }
+
+    /// Every record (in key order).
+    pub fn all(&self) -> Vec<R> {
+        self.core.all()
+    }
+
+    /// Number of records.
+    pub fn count(&self) -> usize {
+        self.core.count()
+    }
+
+    async fn dirty(&self, op: Op<R>) -> Result<(), StorageError> {
+        let mut tx = Tx::new(self.db.clone());
+        tx.push_op(self, op);
+        match self.db.commit(tx) {
+            Ok(durable) => durable.await,
+            // A transaction without reads cannot conflict.
+            Err(Conflict) => Err(StorageError::TooManyRetries(0)),
+        }
+    }
+
+    /// Writes `rec` without a transaction (Mnesia's `dirty_write`): no
+    /// read validation, but still atomic and in the durable log.
+    pub async fn dirty_write(&self, rec: R) -> Result<(), StorageError> {
+        self.dirty(Op::Write(rec)).await
+    }
+
+    /// Deletes every record with `key` without a transaction.
+    pub async fn dirty_delete(&self, key: R::Key) -> Result<(), StorageError> {
+        self.dirty(Op::Delete(key)).await
+    }
+
+    /// Deletes the exact record `rec` without a transaction.
+    pub async fn dirty_delete_object(&self, rec: R) -> Result<(), StorageError> {
+        self.dirty(Op::DeleteObject(rec)).await
+    }
+
+    /// Calls `f` with every change, in commit order, while it returns true.
+    /// `f` runs inside the commit path: keep it short (send it on).
+    pub fn subscribe(&self, f: impl Fn(&TableEvent<R>) -> bool + Send + Sync + 'static) {
+        self.core.subscribers.lock().push(Box::new(f));
+    }
+
+    /// Delivers every change to `actor`, in commit order, until it stops.
+    pub fn subscribe_actor<M>(&self, actor: ractor::ActorRef<M>)
+    where
+        M: ractor::Message + From<TableEvent<R>>,
+    {
+        self.subscribe(move |e| actor.send_message(M::from(e.clone())).is_ok());
+    }
+
+    /// A channel that receives every change, in commit order, until it is
+    /// dropped. Unbounded: the reader must keep up.
+    pub fn subscribe_channel(&self) -> tokio::sync::mpsc::UnboundedReceiver<TableEvent<R>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.subscribe(move |e| tx.send(e.clone()).is_ok());
+        rx
+    }
+}
+
+fn any_to_core<R: Record>(any: Arc<dyn AnyTable>) -> Option<Arc<TableCore<R>>> {
+    any.into_any().downcast::<TableCore<R>>().ok()
+}
+
+enum ReadCheck {
+    /// A point read saw these encoded records under this encoded key.
+    Key {
+        table: Arc<dyn AnyTable>,
+        key: Vec<u8>,
+        seen: Vec<u8>,
+    },
+    /// A scan saw the table at this version.
+    Table {
+        table: Arc<dyn AnyTable>,
+        version: u64,
+    },
+}
+
+impl ReadCheck {
+    fn table(&self) -> &Arc<dyn AnyTable> {
+        match self {
+            ReadCheck::Key { table, .. } | ReadCheck::Table { table, .. } => table,
+        }
+    }
+
+    fn still_valid(&self) -> bool {
+        match self {
+            ReadCheck::Key { table, key, seen } => {
+                table.read_encoded(key).is_ok_and(|now| &now == seen)
+            }
+            ReadCheck::Table { table, version } => table.version() == *version,
+        }
+    }
+}
+
+struct TableWrites {
+    table: Arc<dyn AnyTable>,
+    /// `Vec<Op<R>>`.
+    ops: Box<dyn Any + Send + Sync>,
+    /// `BTreeMap<R::Key, Vec<R>>`: the records under each key this
+    /// transaction wrote, as they will be after commit.
+    overlay: Box<dyn Any + Send + Sync>,
+}
+
+/// A transaction in progress: reads see the transaction's own writes;
+/// writes are buffered until commit.
+pub struct Tx {
+    db: Db,
+    writes: Vec<TableWrites>,
+    reads: Vec<ReadCheck>,
+}
+
+impl Tx {
+    fn new(db: Db) -> Tx {
+        Tx {
+            db,
+            writes: Vec::new(),
+            reads: Vec::new(),
+        }
+    }
+
+    fn any<R: Record>(table: &Table<R>) -> Arc<dyn AnyTable> {
+        table.core.clone()
+    }
+
+    fn writes_of<R: Record>(
+        &mut self,
+        table: &Table<R>,
+    ) -> (&mut Vec<Op<R>>, &mut BTreeMap<R::Key, Vec<R>>) {
+        let name = &table.core.def.name;
+        let pos = match self.writes.iter().position(|w| &w.table.def().name == name) {
+            Some(p) => p,
+            None => {
+                self.writes.push(TableWrites {
+                    table: Tx::any(table),
+                    ops: Box::new(Vec::<Op<R>>::new()),
+                    overlay: Box::new(BTreeMap::<R::Key, Vec<R>>::new()),
+                });
+                self.writes.len() - 1
+            }
+        };
+        let w = &mut self.writes[pos];
+        // Both boxes were created above with exactly these types.
+        let ops = w
+            .ops
+            .downcast_mut::<Vec<Op<R>>>()
+            .expect("ops box holds Vec<Op<R>> for this table");
+        let overlay = w
+            .overlay
+            .downcast_mut::<BTreeMap<R::Key, Vec<R>>>()
+            .expect("overlay box holds BTreeMap for this table");
+        (ops, overlay)
+    }
+
+    fn overlay_of<R: Record>(&self, table: &Table<R>) -> Option<&BTreeMap<R::Key, Vec<R>>> {
+        self.writes
+            .iter()
+            .find(|w| w.table.def().name == table.core.def.name)
+            .and_then(|w| w.overlay.downcast_ref::<BTreeMap<R::Key, Vec<R>>>())
+    }
+
+    fn push_op<R: Record>(&mut self, table: &Table<R>, op: Op<R>) {
+        let (ops, _) = self.writes_of(table);
+        ops.push(op);
+    }
+
+    /// Reads `key` from the committed table, recording what was seen.
+    fn read_base<R: Record>(
+        &mut self,
+        table: &Table<R>,
+        key: &R::Key,
+    ) -> Result<Vec<R>, StorageError> {
+        let recs = table.core.read(key);
+        self.reads.push(ReadCheck::Key {
+            table: Tx::any(table),
+            key: codec::encode(key)?,
+            seen: codec::encode(&recs)?,
+        });
+        Ok(recs)
+    }
+
+    /// The records with `key`, including this transaction's own writes.
+    pub fn read<R: Record>(
+        &mut self,
+        table: &Table<R>,
+        key: &R::Key,
+    ) -> Result<Vec<R>, StorageError> {
+        if let Some(recs) = self.overlay_of(table).and_then(|o| o.get(key)) {
+            return Ok(recs.clone());
+        }
+        self.read_base(table, key)
+    }
+
+    /// The record with `key` (sets), including this transaction's writes.
+    pub fn get<R: Record>(
+        &mut self,
+        table: &Table<R>,
+        key: &R::Key,
+    ) -> Result<Option<R>, StorageError> {
+        Ok(self.read(table, key)?.into_iter().next())
+    }
+
+    /// Writes `rec` at commit.
+    pub fn write<R: Record>(&mut self, table: &Table<R>, rec: R) -> Result<(), StorageError> {
+        let key = rec.key();
+        let after = match table.core.def.kind {
+            crate::TableKind::Bag => {
+                let mut now = self.read(table, &key)?;
+                let enc = codec::encode(&rec)?;
+                if !now.iter().any(|r| codec::encode(r).is_ok_and(|b| b == enc)) {
+                    now.push(rec.clone());
+                }
+                now
+            }
+            _ => vec![rec.clone()],
+        };
+        let (ops, overlay) = self.writes_of(table);
+        ops.push(Op::Write(rec));
+        overlay.insert(key, after);
+        Ok(())
+    }
+
+    /// Deletes every record with `key` at commit.
+    pub fn delete<R: Record>(&mut self, table: &Table<R>, key: R::Key) -> Result<(), StorageError> {
+        let (ops, overlay) = self.writes_of(table);
+        ops.push(Op::Delete(key.clone()));
+        overlay.insert(key, Vec::new());
+        Ok(())
+    }
+
+    /// Deletes the exact record `rec` at commit.
+    pub fn delete_object<R: Record>(
+        &mut self,
+        table: &Table<R>,
+        rec: R,
+    ) -> Result<(), StorageError> {
+        let key = rec.key();
+        let enc = codec::encode(&rec)?;
+        let mut now = self.read(table, &key)?;
+        now.retain(|r| codec::encode(r).map_or(true, |b| b != enc));
+        let (ops, overlay) = self.writes_of(table);
+        ops.push(Op::DeleteObject(rec));
+        overlay.insert(key, now);
+        Ok(())
+    }
+
+    /// A scan: the committed records that `scan` returns, patched with this
+    /// transaction's writes that `keep` accepts; records the table version
+    /// so that any concurrent commit to the table is a conflict.
+    fn scan<R: Record>(
+        &mut self,
+        table: &Table<R>,
+        scan: impl FnOnce(&TableCore<R>) -> Result<Vec<R>, StorageError>,
+        keep: impl Fn(&R) -> bool,
+    ) -> Result<Vec<R>, StorageError> {
+        let version = table.core.version.load(Ordering::Acquire);
+        let base = scan(&table.core)?;
+        self.reads.push(ReadCheck::Table {
+            table: Tx::any(table),
+            version,
+        });
+        let Some(overlay) = self.overlay_of(table) else {
+            return Ok(base);
+        };
+        let mut merged: BTreeMap<R::Key, Vec<R>> = BTreeMap::new();
+        for r in base {
+            if !overlay.contains_key(&r.key()) {
+                merged.entry(r.key()).or_default().push(r);
+            }
+        }
+        for (k, recs) in overlay {
+            let kept: Vec<R> = recs.iter().filter(|r| keep(r)).cloned().collect();
+            if !kept.is_empty() {
+                merged.insert(k.clone(), kept);
+            }
+        }
+        Ok(merged.into_values().flatten().collect())
+    }
+
+    /// Every record of the table, including this transaction's writes.
+    pub fn all<R: Record>(&mut self, table: &Table<R>) -> Result<Vec<R>, StorageError> {
+        self.scan(table, |c| Ok(c.all()), |_| true)
+    }
+
+    /// Number of records, including this transaction's writes.
+    pub fn count<R: Record>(&mut self, table: &Table<R>) -> Result<usize, StorageError> {
+        Ok(self.all(table)?.len())
+    }
+
+    /// Records whose index `index` has `value`, including this
+    /// transaction's writes.
+    pub fn index_read<R: Record, V: Serialize + ?Sized>(
+        &mut self,
+        table: &Table<R>,
+        index: &str,
+        value: &V,
+    ) -> Result<Vec<R>, StorageError> {
+        let v: IndexValue = index_value(value);
+        let index_name = index.to_string();
+        let v2 = v.clone();
+        self.scan(
+            table,
+            move |c| c.index_read(&index_name, &v2),
+            |r| r.index_value(index).as_ref() == Some(&v),
+        )
+    }
+
+    /// Records with keys in `range` (ordered sets), including this
+    /// transaction's writes.
+    pub fn range<R: Record>(
+        &mut self,
+        table: &Table<R>,
+        range: impl RangeBounds<R::Key> + Clone,
+    ) -> Result<Vec<R>, StorageError> {
+        let r2 = range.clone();
+        self.scan(table, move |c| c.range(r2), |r| range.contains(&r.key()))
+    }
+
+    /// Aborts the transaction with `reason`: nothing is written.
+    pub fn abort<T>(&self, reason: impl Into<String>) -> Result<T, StorageError> {
+        Err(StorageError::Aborted(reason.into()))
+    }
+
+    /// The database this transaction runs in.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
