@@ -30,6 +30,15 @@ fn cast_and_call_by_name_and_group_keep_order() {
         n1.ok("notes") == expected
     });
 
+    // Order holds per destination actor, whichever handle is used.
+    n1.ok("clear_notes");
+    n3.ok("castmix echo s all 1000");
+    let expected: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+    let expected = expected.join("|");
+    wait_until("mixed casts in order", Duration::from_secs(20), || {
+        n1.ok("notes") == expected
+    });
+
     n1.ok("clear_notes");
     assert_eq!(n3.ok("cast_group s all fanout"), "3");
     for n in [&mut n1, &mut n2, &mut n3] {

@@ -272,6 +272,31 @@ async fn command(
             }
             None => Err("no such name".into()),
         },
+        "castmix" => {
+            // castmix NAME SCOPE GROUP COUNT: notes 0..COUNT, alternately through
+            // the name and through the group membership of the same actor.
+            let by_name = target(arg(1));
+            let by_group = by_name.as_ref().and_then(|t| {
+                node.members_of::<TestMsg>(arg(2), arg(3))
+                    .into_iter()
+                    .find(|m| m.node() == t.node())
+            });
+            match (by_name, by_group) {
+                (Some(a), Some(b)) => {
+                    let n: u64 = arg(4).parse().unwrap_or(0);
+                    let mut res = Ok(String::new());
+                    for i in 0..n {
+                        let via = if i % 2 == 0 { &a } else { &b };
+                        if let Err(e) = via.cast(TestMsg::Note(i.to_string())) {
+                            res = Err(e.to_string());
+                            break;
+                        }
+                    }
+                    res
+                }
+                _ => Err("no such name or member".into()),
+            }
+        }
         "cast_group" => {
             let members: Vec<GlobalRef<TestMsg>> = node.members_of(arg(1), arg(2));
             let mut res = Ok(members.len().to_string());

@@ -682,10 +682,10 @@ impl State {
                     });
                 } else {
                     if cell.get_id().is_local() {
-                        self.inner.typed.remove(&cell.get_id());
                         self.inner
                             .local_names
                             .remove_if(&group, |_, l| l.stub.get_id() == cell.get_id());
+                        self.forget_if_dead(cell);
                     }
                     self.inner.emit(ClusterEvent::NameUnregistered {
                         name: group.clone(),
@@ -699,19 +699,8 @@ impl State {
         } else if let Some(user_scope) = scope.strip_prefix(names::GROUP_SCOPE_PREFIX) {
             for cell in &cells {
                 let Some(meta) = meta_of(cell) else { continue };
-                let id = cell.get_id();
-                if !joined
-                    && id.is_local()
-                    && matches!(
-                        cell.get_status(),
-                        ActorStatus::Stopping | ActorStatus::Stopped
-                    )
-                {
-                    // The member's actor died: forget its stub.
-                    self.inner.typed.remove(&id);
-                    self.inner
-                        .member_stubs
-                        .retain(|_, stub| stub.get_id() != id);
+                if !joined && cell.get_id().is_local() {
+                    self.forget_if_dead(cell);
                 }
                 let (scope, group, node) = (
                     user_scope.to_string(),
@@ -727,14 +716,29 @@ impl State {
         }
     }
 
+    /// Drops the bookkeeping of a local stub whose actor died.
+    fn forget_if_dead(&self, cell: &ractor::ActorCell) {
+        if matches!(
+            cell.get_status(),
+            ActorStatus::Stopping | ActorStatus::Stopped
+        ) {
+            let id = cell.get_id();
+            self.inner.typed.remove(&id);
+            self.inner.stubs.retain(|_, stub| stub.get_id() != id);
+        }
+    }
+
     /// When a name has several holders, every node picks the same winner
-    /// (earliest registration, then smallest node name); the node of each
+    /// (earliest stub creation, then smallest node name); the node of each
     /// loser removes it and tells its actor.
     fn resolve_conflict(&mut self, name: &str) {
         let holders: Vec<_> =
             ractor::pg::get_scoped_members(&names::GLOBAL_SCOPE.to_string(), &name.to_string())
                 .into_iter()
+                .filter(|c| !matches!(c.get_status(), ActorStatus::Stopping | ActorStatus::Stopped))
                 .filter_map(|c| meta_of(&c).map(|m| (c, m)))
+                // A dying node's entries linger in pg for a moment: ignore them.
+                .filter(|(_, m)| self.inner.is_up(m.node()))
                 .collect();
         if holders.len() < 2 {
             return;
@@ -759,8 +763,7 @@ impl State {
                 name.to_string(),
                 vec![cell.clone()],
             );
-            cell.stop(Some("name conflict lost".into()));
-            self.inner.typed.remove(&cell.get_id());
+            // The stub stays: the actor may hold other names and groups.
             if let Some((_, local)) = self
                 .inner
                 .local_names

@@ -2,7 +2,8 @@
 //!
 //! ractor_cluster synchronises pg membership and each member's actor name,
 //! nothing else; so a stub's actor name carries what other nodes need to know
-//! about it: its node and, for a global name, when it was registered.
+//! about it: its node and when it was created (the actor's first registration
+//! or group join on this node), which orders conflicting names.
 
 /// pg scope of the node agents (heartbeat and gossip).
 pub(crate) const SYS_SCOPE: &str = "beamline.sys";
@@ -26,19 +27,15 @@ pub(crate) enum StubMeta {
         /// Its node.
         node: String,
     },
-    /// The stub of one global name registration.
-    Name {
-        /// Node of the registered actor.
+    /// The stub of a user actor (the one pg member for all its names and
+    /// groups, so that all messages to the actor take one path).
+    Stub {
+        /// Node of the actor.
         node: String,
-        /// Registration time, nanoseconds since the Unix epoch.
+        /// Creation time of the stub, nanoseconds since the Unix epoch.
         at: u128,
         /// Tie-breaker within one node.
         seq: u64,
-    },
-    /// The stub of an actor in process groups.
-    Member {
-        /// Node of the actor.
-        node: String,
     },
 }
 
@@ -46,9 +43,7 @@ impl StubMeta {
     /// The node this stub lives on.
     pub(crate) fn node(&self) -> &str {
         match self {
-            StubMeta::Agent { node } | StubMeta::Name { node, .. } | StubMeta::Member { node } => {
-                node
-            }
+            StubMeta::Agent { node } | StubMeta::Stub { node, .. } => node,
         }
     }
 }
@@ -57,12 +52,8 @@ pub(crate) fn agent_name(node: &str, incarnation: u128) -> String {
     format!("bl|a|{node}|{incarnation}")
 }
 
-pub(crate) fn name_stub_name(node: &str, at: u128, seq: u64) -> String {
-    format!("bl|n|{node}|{at}|{seq}")
-}
-
-pub(crate) fn member_stub_name(node: &str, incarnation: u128, seq: u64) -> String {
-    format!("bl|m|{node}|{incarnation}|{seq}")
+pub(crate) fn stub_name(node: &str, at: u128, seq: u64) -> String {
+    format!("bl|s|{node}|{at}|{seq}")
 }
 
 /// Parses an actor name written by one of the functions above.
@@ -75,22 +66,22 @@ pub(crate) fn parse(actor_name: &str) -> Option<StubMeta> {
     let node = parts.next()?.to_string();
     match kind {
         "a" => Some(StubMeta::Agent { node }),
-        "n" => {
+        "s" => {
             let at = parts.next()?.parse().ok()?;
             let seq = parts.next()?.parse().ok()?;
-            Some(StubMeta::Name { node, at, seq })
+            Some(StubMeta::Stub { node, at, seq })
         }
-        "m" => Some(StubMeta::Member { node }),
         _ => None,
     }
 }
 
 /// The order that picks the one holder of a name seen on several nodes: the
-/// earliest registration wins; equal times go to the smaller node name. Every
+/// earliest stub (the actor's first registration or group join) wins; equal
+/// times go to the smaller node name. Every
 /// node computes it from the same pg data, so all agree without talking.
 pub(crate) fn winner_key(meta: &StubMeta) -> (u128, String, u64) {
     match meta {
-        StubMeta::Name { node, at, seq } => (*at, node.clone(), *seq),
+        StubMeta::Stub { node, at, seq } => (*at, node.clone(), *seq),
         other => (u128::MAX, other.node().to_string(), u64::MAX),
     }
 }
@@ -112,8 +103,8 @@ mod tests {
     #[test]
     fn names_round_trip() {
         assert_eq!(
-            parse(&name_stub_name("n1", 42, 3)),
-            Some(StubMeta::Name {
+            parse(&stub_name("n1", 42, 3)),
+            Some(StubMeta::Stub {
                 node: "n1".into(),
                 at: 42,
                 seq: 3
@@ -123,26 +114,22 @@ mod tests {
             parse(&agent_name("n2", 1)),
             Some(StubMeta::Agent { node: "n2".into() })
         );
-        assert_eq!(
-            parse(&member_stub_name("n3", 1, 2)),
-            Some(StubMeta::Member { node: "n3".into() })
-        );
         assert_eq!(parse("other"), None);
     }
 
     #[test]
     fn earliest_then_smallest_node_wins() {
-        let a = StubMeta::Name {
+        let a = StubMeta::Stub {
             node: "b".into(),
             at: 1,
             seq: 0,
         };
-        let b = StubMeta::Name {
+        let b = StubMeta::Stub {
             node: "a".into(),
             at: 2,
             seq: 0,
         };
-        let c = StubMeta::Name {
+        let c = StubMeta::Stub {
             node: "a".into(),
             at: 1,
             seq: 0,

@@ -35,7 +35,6 @@ pub(crate) struct LocalName {
 /// What the handle, the registry and the membership task share.
 pub(crate) struct NodeInner {
     pub(crate) name: String,
-    pub(crate) incarnation: u128,
     pub(crate) addr: SocketAddr,
     pub(crate) timings: Timings,
     pub(crate) server: ActorRef<NodeServerMessage>,
@@ -48,8 +47,8 @@ pub(crate) struct NodeInner {
     /// same-node fast path that skips encoding.
     pub(crate) typed: DashMap<ActorId, Arc<dyn Any + Send + Sync>>,
     pub(crate) local_names: DashMap<String, LocalName>,
-    /// Member stub of each local actor in some process group.
-    pub(crate) member_stubs: DashMap<ActorId, ActorCell>,
+    /// The stub of each local actor that has a global name or is in a group.
+    pub(crate) stubs: DashMap<ActorId, ActorCell>,
     pub(crate) seq: AtomicU64,
     pub(crate) register_lock: tokio::sync::Mutex<()>,
     pub(crate) stopped: AtomicBool,
@@ -227,7 +226,6 @@ impl Node {
         let (events, _) = broadcast::channel(config.event_capacity.max(16));
         let inner = Arc::new(NodeInner {
             name: config.name.clone(),
-            incarnation,
             addr,
             timings: config.timings,
             server,
@@ -237,7 +235,7 @@ impl Node {
             mgr: mgr_tx,
             typed: DashMap::new(),
             local_names: DashMap::new(),
-            member_stubs: DashMap::new(),
+            stubs: DashMap::new(),
             seq: AtomicU64::new(0),
             register_lock: tokio::sync::Mutex::new(()),
             stopped: AtomicBool::new(false),
@@ -398,11 +396,145 @@ pub(crate) fn shutdown(inner: &NodeInner) {
     inner.stopped.store(true, Ordering::SeqCst);
     inner.agent.stop(None);
     inner.server.stop(None);
-    for e in inner.local_names.iter() {
-        e.value().stub.stop(None);
-    }
-    for e in inner.member_stubs.iter() {
+    for e in inner.stubs.iter() {
         e.value().stop(None);
     }
     inner.up.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterEvent, RegistryError, ReplyTo};
+    use ractor::ActorProcessingErr;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    enum Msg {
+        Add(u64),
+        Get(ReplyTo<u64>),
+    }
+    impl ractor::Message for Msg {}
+
+    struct Counter;
+    impl Actor for Counter {
+        type Msg = Msg;
+        type State = u64;
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<Msg>, _: ()) -> Result<u64, ActorProcessingErr> {
+            Ok(0)
+        }
+        async fn handle(
+            &self,
+            _: ActorRef<Msg>,
+            msg: Msg,
+            n: &mut u64,
+        ) -> Result<(), ActorProcessingErr> {
+            match msg {
+                Msg::Add(k) => *n += k,
+                Msg::Get(r) => {
+                    let _ = r.send(*n);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn config(name: &str) -> NodeConfig {
+        NodeConfig::new(name, "cookie", SocketAddr::from(([127, 0, 0, 1], 0)))
+            .with_timings(Timings::default().with_join_timeout(Duration::from_millis(300)))
+    }
+
+    #[tokio::test]
+    async fn bad_configs_are_refused_before_anything_starts() {
+        for name in ["", "a|b", "a@b"] {
+            assert!(matches!(
+                Node::start(config(name)).await,
+                Err(StartError::Config(_))
+            ));
+        }
+        let mut c = config("ok");
+        c.cookie.clear();
+        assert!(matches!(Node::start(c).await, Err(StartError::Config(_))));
+    }
+
+    // The only in-process test that starts a node: one node per process.
+    #[tokio::test]
+    async fn single_node_registry_groups_and_local_calls() {
+        let node = Node::start(config("solo")).await.expect("start");
+        assert!(matches!(
+            Node::start(config("second")).await,
+            Err(StartError::AlreadyRunning)
+        ));
+        let mut events = node.subscribe();
+        let (counter, _) = Actor::spawn(None, Counter, ()).await.expect("spawn");
+        let (other, _) = Actor::spawn(None, Counter, ()).await.expect("spawn");
+
+        node.register("counter", &counter).await.expect("register");
+        assert!(matches!(
+            node.register("counter", &other).await,
+            Err(RegistryError::AlreadyRegistered { .. })
+        ));
+        let r = node.whereis::<Msg>("counter").expect("registered");
+        assert!(r.is_local());
+        assert_eq!(r.node(), "solo");
+        r.cast(Msg::Add(2)).expect("cast");
+        let n = r
+            .call(Msg::Get, Duration::from_secs(1))
+            .await
+            .expect("call");
+        assert_eq!(n, 2);
+        assert_eq!(node.registered(), vec![("counter".into(), "solo".into())]);
+
+        // One stub per actor, shared by its names and groups.
+        node.join_group("s", "g", &counter).await.expect("join");
+        node.join_group("s", "g", &other).await.expect("join");
+        assert_eq!(node.inner.stubs.len(), 2);
+        assert_eq!(node.members_of::<Msg>("s", "g").len(), 2);
+        assert_eq!(node.local_members_of::<Msg>("s", "g").len(), 2);
+        assert_eq!(node.groups("s"), vec!["g".to_string()]);
+        node.leave_group("s", "g", &other).expect("leave");
+        assert_eq!(node.members_of::<Msg>("s", "g").len(), 1);
+
+        node.unregister("counter").expect("unregister");
+        assert!(node.whereis::<Msg>("counter").is_none());
+        assert!(matches!(
+            node.unregister("counter"),
+            Err(RegistryError::NotRegistered(_))
+        ));
+
+        // A dead actor's names and groups go away by themselves.
+        node.register("other", &other).await.expect("register");
+        other.stop(None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while node.whereis::<Msg>("other").is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "dead actor still registered"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // Events were published.
+        let mut seen = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            seen.push(ev);
+        }
+        assert!(seen.contains(&ClusterEvent::NameRegistered {
+            name: "counter".into(),
+            node: "solo".into()
+        }));
+
+        // Nobody listens on the seed: a timeout, not a hang.
+        let dead = SocketAddr::from(([127, 0, 0, 1], 9));
+        assert!(matches!(
+            node.join(&[dead]).await,
+            Err(JoinError::Timeout { .. })
+        ));
+        node.leave().await;
+        assert!(matches!(
+            node.register("late", &counter).await,
+            Err(RegistryError::Stopped)
+        ));
+    }
 }

@@ -1,10 +1,12 @@
 //! The distributed registry on ractor's pg: unique global names and scoped
 //! process groups, visible on every node, read locally.
 //!
-//! A user actor is represented in pg by a stub actor (see `actors.rs`) whose
-//! message type can cross nodes; ractor_cluster copies pg membership to every
-//! connected node, and a stub stops with its actor, so a dead actor (or every
-//! actor of a node that went down) drops out of pg everywhere.
+//! A user actor is represented in pg by one stub actor (see `actors.rs`) whose
+//! message type can cross nodes, for all its names and groups (so that every
+//! message to the actor takes one FIFO path); ractor_cluster copies pg
+//! membership to every connected node, and a stub stops with its actor, so a
+//! dead actor (or every actor of a node that went down) drops out of pg
+//! everywhere.
 
 use std::sync::Arc;
 
@@ -36,7 +38,7 @@ impl Node {
 
     /// The holder of `name` (and its metadata) as this node sees it: members
     /// on nodes that are not up are ignored; among several, the conflict
-    /// winner (earliest registration, then smallest node name).
+    /// winner (earliest stub, then smallest node name).
     fn holder(&self, name: &str) -> Option<(ActorCell, StubMeta)> {
         ractor::pg::get_scoped_members(&names::GLOBAL_SCOPE.to_string(), &name.to_string())
             .into_iter()
@@ -50,8 +52,9 @@ impl Node {
     ///
     /// Fails if any node already holds the name. Two registrations of one
     /// name that did not see each other (partition, or a race) are resolved
-    /// when they meet: the earliest registration wins (ties: smallest node
-    /// name), the other is removed and reported as
+    /// when they meet: the holder whose actor entered the registry first
+    /// wins (its first name or group on its node; ties: smallest node name),
+    /// the other is removed and reported as
     /// [`ClusterEvent::NameLost`](super::ClusterEvent::NameLost). The name
     /// goes away when the actor stops or its node goes down.
     pub async fn register<M: RemoteMessage>(
@@ -96,35 +99,18 @@ impl Node {
                 node: meta.node().to_string(),
             });
         }
-        let seq = self
-            .inner
-            .seq
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let stub_name = names::name_stub_name(&self.inner.name, now_nanos(), seq);
-        let (stub, _) = Actor::spawn(
-            Some(stub_name),
-            Stub,
-            StubArgs {
-                target: actor.get_cell(),
-                deliver: deliver_to(actor.clone()),
-            },
-        )
-        .await
-        .map_err(|e| RegistryError::Spawn(e.to_string()))?;
-        self.inner
-            .typed
-            .insert(stub.get_id(), Arc::new(actor.clone()));
+        let stub = self.stub_for(actor).await?;
         self.inner.local_names.insert(
             name.to_string(),
             LocalName {
-                stub: stub.get_cell(),
+                stub: stub.clone(),
                 on_lost,
             },
         );
         ractor::pg::join_scoped(
             names::GLOBAL_SCOPE.to_string(),
             name.to_string(),
-            vec![stub.get_cell()],
+            vec![stub],
         );
         Ok(())
     }
@@ -141,8 +127,7 @@ impl Node {
             name.to_string(),
             vec![local.stub.clone()],
         );
-        self.inner.typed.remove(&local.stub.get_id());
-        local.stub.stop(Some("unregistered".into()));
+        // The stub stays: the actor may hold other names and groups.
         Ok(())
     }
 
@@ -169,12 +154,13 @@ impl Node {
         out
     }
 
-    async fn member_stub<M: RemoteMessage>(
+    /// The actor's stub, spawned on first use (call with `register_lock` held).
+    async fn stub_for<M: RemoteMessage>(
         &self,
         actor: &ActorRef<M>,
     ) -> Result<ActorCell, RegistryError> {
         let id = actor.get_id();
-        if let Some(stub) = self.inner.member_stubs.get(&id)
+        if let Some(stub) = self.inner.stubs.get(&id)
             && running(stub.value())
         {
             return Ok(stub.value().clone());
@@ -184,11 +170,7 @@ impl Node {
             .seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (stub, _) = Actor::spawn(
-            Some(names::member_stub_name(
-                &self.inner.name,
-                self.inner.incarnation,
-                seq,
-            )),
+            Some(names::stub_name(&self.inner.name, now_nanos(), seq)),
             Stub,
             StubArgs {
                 target: actor.get_cell(),
@@ -200,7 +182,7 @@ impl Node {
         self.inner
             .typed
             .insert(stub.get_id(), Arc::new(actor.clone()));
-        self.inner.member_stubs.insert(id, stub.get_cell());
+        self.inner.stubs.insert(id, stub.get_cell());
         Ok(stub.get_cell())
     }
 
@@ -216,7 +198,8 @@ impl Node {
         if !running(&actor.get_cell()) {
             return Err(RegistryError::ActorNotRunning);
         }
-        let stub = self.member_stub(actor).await?;
+        let _guard = self.inner.register_lock.lock().await;
+        let stub = self.stub_for(actor).await?;
         ractor::pg::join_scoped(names::group_scope(scope), group.to_string(), vec![stub]);
         Ok(())
     }
@@ -230,7 +213,7 @@ impl Node {
     ) -> Result<(), RegistryError> {
         let stub = self
             .inner
-            .member_stubs
+            .stubs
             .get(&actor.get_id())
             .map(|s| s.value().clone())
             .ok_or(RegistryError::NotAMember)?;
