@@ -257,7 +257,7 @@ impl Hooks {
             target,
         });
         let mut removed = Vec::new();
-        let host = {
+        {
             let mut published = self
                 .inner
                 .points
@@ -278,19 +278,19 @@ impl Hooks {
             let list = List::with_entry(table.list(host.as_deref()), entry, &mut removed);
             table.set(host.as_ref(), list);
             *published = Arc::new(table);
-            host
-        };
+            // Indexed while the point is still locked, so that pruning and
+            // unsubscribing (which lock the point) see both or neither. The
+            // index is never locked first anywhere, so this cannot deadlock.
+            self.inner.index.insert(
+                id,
+                Location {
+                    key,
+                    host,
+                    owner: owner_id,
+                },
+            );
+        }
         self.inner.points.changed();
-        // Index after the list: an unsubscribe racing with this insert finds
-        // the entry in the list once it finds it in the index.
-        self.inner.index.insert(
-            id,
-            Location {
-                key,
-                host,
-                owner: owner_id,
-            },
-        );
         self.forget_pruned(point.name(), &removed);
         Ok(id)
     }

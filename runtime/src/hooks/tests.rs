@@ -605,6 +605,18 @@ async fn closure_owned_by_a_stopped_actor_is_pruned() {
     assert_eq!(hooks.subscriber_count(&TAGS, Scope::Global), 0);
 }
 
+/// Actors run hooks from `handle`, whose future must be `Send`.
+#[test]
+fn registry_and_run_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Hooks>();
+    let hooks = Hooks::new();
+    let host = String::from("h");
+    assert_send(&hooks.run_fold(&TAGS, Scope::Host(&host), Vec::new(), 0));
+    assert_send(&hooks.run(&NOTIFY, Scope::Global, Log::default()));
+}
+
 #[test]
 fn hook_point_hash_depends_on_the_name_only() {
     const A: HookPoint<(), ()> = HookPoint::new("same");
