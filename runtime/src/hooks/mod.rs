@@ -305,8 +305,8 @@ impl Hooks {
     }
 
     /// Removes every subscription of `owner`: actors it subscribed and
-    /// closures it owns. Returns how many. A module manager calls it when
-    /// it stops a module.
+    /// closures it owns. Returns how many. Meant for a module manager
+    /// stopping a module.
     pub fn unsubscribe_all_of(&self, owner: ActorId) -> usize {
         // Collect first: removing while iterating a dashmap would deadlock.
         let ids: Vec<SubscriptionId> = self
