@@ -41,13 +41,22 @@ pub enum Frame {
 /// How many times a transaction is retried after conflicts by default.
 pub const DEFAULT_MAX_RETRIES: usize = 64;
 
+/// A recovered commit's ops for one table: (seq, ops).
+type PendingCommit = (u64, Vec<RawOp>);
+
+/// A transaction's buffered ops and overlay for one table.
+type WritesOf<'a, R> = (
+    &'a mut Vec<Op<R>>,
+    &'a mut BTreeMap<<R as Record>::Key, Vec<R>>,
+);
+
 struct DbInner {
     tables: RwLock<HashMap<String, Arc<dyn AnyTable>>>,
     seq: AtomicU64,
     log: Option<Arc<dyn CommitLog>>,
     /// Recovered commits not yet applied because their table has not been
     /// declared yet (tables are typed, so code must declare them first).
-    pending: Mutex<HashMap<String, Vec<(u64, Vec<RawOp>)>>>,
+    pending: Mutex<HashMap<String, Vec<PendingCommit>>>,
     /// Recovered snapshots, likewise.
     snapshots: Mutex<HashMap<String, (u64, Vec<u8>)>>,
     max_retries: usize,
@@ -104,7 +113,7 @@ impl Db {
             max_seq = max_seq.max(seq);
             snaps.insert(table, (seq, bytes));
         }
-        let mut pending: HashMap<String, Vec<(u64, Vec<RawOp>)>> = HashMap::new();
+        let mut pending: HashMap<String, Vec<PendingCommit>> = HashMap::new();
         for frame in frames {
             match frame {
                 Frame::Commit { seq, tables } => {
@@ -475,10 +484,7 @@ impl Tx {
         table.core.clone()
     }
 
-    fn writes_of<R: Record>(
-        &mut self,
-        table: &Table<R>,
-    ) -> (&mut Vec<Op<R>>, &mut BTreeMap<R::Key, Vec<R>>) {
+    fn writes_of<R: Record>(&mut self, table: &Table<R>) -> WritesOf<'_, R> {
         let name = &table.core.def.name;
         let pos = match self.writes.iter().position(|w| &w.table.def().name == name) {
             Some(p) => p,

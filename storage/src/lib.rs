@@ -10,10 +10,14 @@
 //!   at commit, under the commit locks of every table touched, taken in
 //!   name order);
 //! - subscriptions to a table's changes, delivered in commit order;
-//! - [`CommitLog`]: where commits of disc tables go to become durable.
+//! - [`CommitLog`]: where commits of disc tables go to become durable;
+//! - [`backend`]: the small trait the XMPP server keeps its persistent data
+//!   through (accounts with SCRAM credentials, per-user maps, queues and
+//!   documents), with [`backend::TablesBackend`] as the embedded default.
 //!
 //! Guarantees and design: `docs/storage.md`. Nothing here knows XMPP.
 
+pub mod backend;
 mod db;
 mod error;
 mod record;

@@ -282,7 +282,7 @@ impl<R: Record> TableCore<R> {
         self.version.store(seq, Ordering::Release);
         if !events.is_empty() {
             let mut subs = self.subscribers.lock();
-            subs.retain(|s| events.iter().all(|e| s(e)));
+            subs.retain(|s| events.iter().all(s));
         }
     }
 }
