@@ -264,3 +264,65 @@ async fn stop_host_stops_dependents_first() {
     assert_eq!(j.entries(), ["stop:h/top#10", "stop:h/base#10"]);
     assert!(mgr.running("h").await.expect("running").is_empty());
 }
+
+/// A module that registers a hook subscription and leaves its removal to
+/// the manager, as real feature modules do.
+struct HookModule {
+    hooks: beamline_runtime::hooks::Hooks,
+    journal: Journal,
+}
+
+const FILTER: beamline_runtime::hooks::HookPoint<u32, u32> =
+    beamline_runtime::hooks::HookPoint::new("test_filter");
+
+impl Module for HookModule {
+    fn name(&self) -> &str {
+        "hooky"
+    }
+
+    fn start(&self, ctx: &ModuleContext, _opts: &ModuleOptions) -> Result<ChildSpec, String> {
+        let id =
+            self.hooks
+                .subscribe_fn(
+                    &FILTER,
+                    ctx.host().into(),
+                    50,
+                    None,
+                    |_arg: u32, acc: u32| async move {
+                        beamline_runtime::hooks::Flow::Continue(acc + 1)
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+        let hooks = self.hooks.clone();
+        ctx.on_stop(move || {
+            hooks.unsubscribe(id);
+        });
+        Ok(common::worker(
+            &format!("{}/hooky", ctx.host()),
+            &self.journal,
+        ))
+    }
+}
+
+#[tokio::test]
+async fn stopping_a_module_removes_its_hook_subscriptions() {
+    let hooks = beamline_runtime::hooks::Hooks::new();
+    let j = Journal::default();
+    let m = Arc::new(HookModule {
+        hooks: hooks.clone(),
+        journal: j.clone(),
+    });
+    let mgr = ModuleManager::start(None, vec![m]).await.expect("manager");
+    mgr.start_module("h1", "hooky", ModuleOptions::new())
+        .await
+        .expect("start");
+    assert_eq!(hooks.run_fold(&FILTER, "h1".into(), 0, 0).await, 1);
+    assert_eq!(
+        hooks.run_fold(&FILTER, "h2".into(), 0, 0).await,
+        0,
+        "other host"
+    );
+    mgr.stop_module("h1", "hooky").await.expect("stop");
+    assert_eq!(hooks.subscriber_count(&FILTER, "h1".into()), 0);
+    assert_eq!(hooks.run_fold(&FILTER, "h1".into(), 0, 0).await, 0);
+}
