@@ -55,9 +55,15 @@ fn same_name_on_both_sides_resolves_to_one_winner_after_healing() {
         });
     }
     // The loser's actor was told, and the loser's node reported it.
-    wait_until("loser told", Duration::from_secs(10), || {
-        n2.ok("lost") == "leader"
-    });
+    let told = std::time::Instant::now();
+    while n2.ok("lost") != "leader" {
+        assert!(
+            told.elapsed() < Duration::from_secs(10),
+            "loser not told; events of part2: {:?}",
+            n2.events()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         n2.events()
             .iter()

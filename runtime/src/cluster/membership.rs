@@ -74,6 +74,9 @@ struct Up {
 
 struct Target {
     name: Option<String>,
+    /// Since when the peer is unreachable (the larger name lets the smaller
+    /// one dial first; see `redial`).
+    lost_since: Instant,
     next_try: Instant,
     backoff: Duration,
     dialing_since: Option<Instant>,
@@ -187,6 +190,7 @@ impl State {
                         if t.name.as_deref() == Some(peer.as_str()) {
                             t.next_try = now;
                             t.backoff = self.inner.timings.redial_min;
+                            t.lost_since = now;
                         }
                     }
                 }
@@ -272,6 +276,12 @@ impl State {
                 self.left.remove(&name);
                 tracing::info!(node = %self.inner.name, peer = %name, addr = %listen, "node up");
                 self.inner.emit(ClusterEvent::NodeUp { node: name.clone() });
+                // ractor_cluster syncs pg before it reports the session ready,
+                // so the new node's names arrived while it was not yet up and
+                // were left out of conflict resolution: look again.
+                for global in ractor::pg::which_scoped_groups(&names::GLOBAL_SCOPE.to_string()) {
+                    self.resolve_conflict(&global);
+                }
             }
         }
         let min = self.timings().redial_min;
@@ -284,6 +294,7 @@ impl State {
                 next_try: now,
                 backoff: min,
                 dialing_since: None,
+                lost_since: now,
             });
             t.name = Some(name.clone());
             t.backoff = min;
@@ -358,6 +369,17 @@ impl State {
             up.session = *other;
             return;
         }
+        // ractor_cluster's election closes a ready connection when a newer
+        // one to the same node wins; that one is authenticated but not yet
+        // ready. Wait for it (the auth timeout cuts it if it stalls).
+        if let Some((other, _)) = self
+            .sessions
+            .iter()
+            .find(|(_, o)| o.authenticated && !o.killed && o.name.as_deref() == Some(name.as_str()))
+        {
+            up.session = *other;
+            return;
+        }
         self.declare_down(&name, DownReason::ConnectionClosed);
     }
 
@@ -380,6 +402,7 @@ impl State {
                 if t.name.as_deref() == Some(name) {
                     t.backoff = min;
                     t.next_try = now + jitter(min);
+                    t.lost_since = now;
                 }
             }
         }
@@ -418,6 +441,7 @@ impl State {
                         next_try: now,
                         backoff: min,
                         dialing_since: None,
+                        lost_since: now,
                     });
                 }
             }
@@ -452,6 +476,7 @@ impl State {
             next_try: now,
             backoff: min,
             dialing_since: None,
+            lost_since: now,
         });
         t.next_try = now;
         self.joins.push(PendingJoin {
@@ -600,7 +625,27 @@ impl State {
                 .name
                 .as_ref()
                 .is_some_and(|n| self.blocked.contains(n));
-            if connected || blocked || in_flight.contains(addr_s.as_str()) || now < target.next_try
+            // Both ends redial a lost peer; dialing at once makes two
+            // connections and ractor_cluster's election then drops one that
+            // may already carry traffic. The smaller name dials first, the
+            // larger waits one `redial_max` for that connection.
+            let defer = target
+                .name
+                .as_ref()
+                .is_some_and(|n| n.as_str() < self.inner.name.as_str())
+                && now.duration_since(target.lost_since) < t.redial_max;
+            // A connection to it (either direction) is being set up already.
+            let pending = target.name.as_ref().is_some_and(|n| {
+                self.sessions
+                    .values()
+                    .any(|s| !s.killed && s.name.as_deref() == Some(n.as_str()))
+            });
+            if connected
+                || blocked
+                || defer
+                || pending
+                || in_flight.contains(addr_s.as_str())
+                || now < target.next_try
             {
                 continue;
             }

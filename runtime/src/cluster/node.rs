@@ -400,6 +400,9 @@ pub(crate) fn shutdown(inner: &NodeInner) {
         e.value().stop(None);
     }
     inner.up.clear();
+    // pg is free again once our stubs and sessions are gone: another node
+    // may start in this process.
+    RUNNING.store(false, Ordering::SeqCst);
 }
 
 #[cfg(test)]
