@@ -14,6 +14,7 @@ use crate::codec;
 
 use super::envelope::{Envelope, RemoteMessage, ReplyFrame, ReplyTo};
 use super::error::{CallError, SendError};
+use super::event::ClusterEvent;
 use super::node::{NodeInner, typed_ref};
 
 /// A handle to an actor anywhere in the cluster whose messages are `M`.
@@ -149,17 +150,27 @@ impl<M: RemoteMessage> GlobalRef<M> {
 
     /// The reply port was dropped: the connection died (node down) or the
     /// remote actor went away. The membership task may take a moment to
-    /// register a dead connection, so look for a short while.
+    /// register a dead connection, so wait a little for its verdict.
     async fn lost(&self) -> CallError {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-        loop {
-            if !self.inner.is_up(&self.node) {
-                return CallError::NodeDown(self.node.clone());
+        let mut events = self.inner.events.subscribe();
+        if !self.inner.is_up(&self.node) {
+            return CallError::NodeDown(self.node.clone());
+        }
+        let node = self.node.clone();
+        let verdict = tokio::time::timeout(Duration::from_millis(500), async move {
+            loop {
+                match events.recv().await {
+                    Ok(ClusterEvent::NodeDown { node: down, .. }) if down == node => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return CallError::NoReply;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        })
+        .await;
+        if verdict.is_ok() || !self.inner.is_up(&self.node) {
+            CallError::NodeDown(self.node.clone())
+        } else {
+            CallError::NoReply
         }
     }
 
