@@ -569,6 +569,8 @@ impl State {
             }
         }
 
+        self.left
+            .retain(|_, at| now.duration_since(*at) < LEFT_TOMBSTONE);
         self.redial(now);
         self.expire_joins(now);
         false
