@@ -154,3 +154,21 @@ fn wrong_cookie_is_reported_to_the_joiner() {
     );
     assert_eq!(n1.members(), "");
 }
+
+#[test]
+fn restarted_seed_with_no_seeds_is_redialled_by_the_others() {
+    let (mut n1, mut n2, mut n3) = three_nodes("seed");
+    let port1 = n1.port;
+    n1.kill9();
+    wait_until("seed1 down", HB_TIMEOUT + Duration::from_secs(1), || {
+        n2.members() == "seed3" && n3.members() == "seed2"
+    });
+    // Same name and port, no seeds: the others find it again by themselves.
+    let mut n1 = TestNode::start("seed1", port1, &[]);
+    let took = wait_until("seed1 redialled", Duration::from_secs(15), || {
+        n1.members() == "seed2,seed3"
+            && n2.members() == "seed1,seed3"
+            && n3.members() == "seed1,seed2"
+    });
+    eprintln!("restarted seed back after {took:?}");
+}
