@@ -39,7 +39,7 @@ pub enum Envelope {
     /// A one-way message; the bytes are a codec-encoded user message.
     Cast(Vec<u8>),
     /// A request; the bytes are a codec-encoded user message, the port takes a
-    /// codec-encoded [`ReplyFrame`].
+    /// codec-encoded reply frame (the value, or a [`Fault`]).
     Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
     /// A frame with an unknown variant tag (a newer or foreign sender). Only
     /// produced on the receiving side; refused without harm.
@@ -102,7 +102,7 @@ impl ractor::Message for Envelope {
 }
 
 /// What the receiving side could not do with a call; travels back to the
-/// caller inside a [`ReplyFrame`].
+/// caller inside the reply frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum Fault {
