@@ -443,6 +443,32 @@ mod tests {
         }
     }
 
+    /// Collects the cluster events forwarded by `subscribe_actor`.
+    struct Collector;
+    struct Collected(ClusterEvent);
+    impl ractor::Message for Collected {}
+    impl Actor for Collector {
+        type Msg = Collected;
+        type State = Arc<parking_lot::Mutex<Vec<ClusterEvent>>>;
+        type Arguments = Arc<parking_lot::Mutex<Vec<ClusterEvent>>>;
+        async fn pre_start(
+            &self,
+            _: ActorRef<Collected>,
+            seen: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(seen)
+        }
+        async fn handle(
+            &self,
+            _: ActorRef<Collected>,
+            Collected(ev): Collected,
+            seen: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            seen.lock().push(ev);
+            Ok(())
+        }
+    }
+
     fn config(name: &str) -> NodeConfig {
         NodeConfig::new(name, "cookie", SocketAddr::from(([127, 0, 0, 1], 0)))
             .with_timings(Timings::default().with_join_timeout(Duration::from_millis(300)))
@@ -470,6 +496,11 @@ mod tests {
             Err(StartError::AlreadyRunning)
         ));
         let mut events = node.subscribe();
+        let collected = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (collector, _) = Actor::spawn(None, Collector, collected.clone())
+            .await
+            .expect("spawn");
+        node.subscribe_actor(collector, Collected);
         let (counter, _) = Actor::spawn(None, Counter, ()).await.expect("spawn");
         let (other, _) = Actor::spawn(None, Counter, ()).await.expect("spawn");
 
@@ -527,6 +558,19 @@ mod tests {
             name: "counter".into(),
             node: "solo".into()
         }));
+
+        // An actor can subscribe too.
+        let expected = ClusterEvent::NameRegistered {
+            name: "counter".into(),
+            node: "solo".into(),
+        };
+        while !collected.lock().contains(&expected) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "actor got no events"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
 
         // Nobody listens on the seed: a timeout, not a hang.
         let dead = SocketAddr::from(([127, 0, 0, 1], 9));
