@@ -32,7 +32,15 @@ impl Layout {
     /// Creates the directory if needed, locks it, and checks or writes its
     /// format version.
     pub(crate) fn open(root: &Path) -> DiscResult<Layout> {
-        fs::create_dir_all(root).map_err(|e| DiscError::io(root, e))?;
+        if !root.exists() {
+            fs::create_dir_all(root).map_err(|e| DiscError::io(root, e))?;
+            // The new directory's own entry must survive a crash too.
+            let parent = root
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            sync_dir(parent)?;
+        }
         let lock_path = root.join("LOCK");
         let lock = OpenOptions::new()
             .read(true)
