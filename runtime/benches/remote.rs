@@ -3,6 +3,8 @@
 //! raw ractor_cluster (a `RactorClusterMessage` actor found in pg) over the
 //! same connection, in the same run, as the baseline.
 //!
+//! Also casts in batches (`GlobalRef::cast_batch`, one frame per batch).
+//!
 //! `cargo bench -p beamline-runtime --bench remote` (prints a table). The
 //! bench re-runs its own executable as the second node.
 
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 const CASTS: u64 = 200_000;
 const CALLS: usize = 5_000;
 const PAYLOAD: usize = 64;
+const BATCH: u64 = 100;
 const RAW_SCOPE: &str = "bench.raw";
 
 /// beamline side: any serde type.
@@ -209,6 +212,17 @@ async fn main() {
             bl_rtts.push(t.elapsed());
         }
 
+        // beamline, batches of BATCH casts per frame.
+        let before = sink.call(SinkMsg::Count, timeout).await.expect("count");
+        let start = Instant::now();
+        for _ in 0..CASTS / BATCH {
+            let batch = (0..BATCH).map(|_| SinkMsg::Data(payload.clone())).collect();
+            sink.cast_batch(batch).expect("cast batch");
+        }
+        let after = sink.call(SinkMsg::Count, timeout).await.expect("count");
+        let batch_rate = CASTS as f64 / start.elapsed().as_secs_f64();
+        assert_eq!(after - before, CASTS);
+
         // raw ractor_cluster over the same connection.
         let before = ractor::call_t!(raw, RawMsg::Count, 30_000).expect("raw count");
         let start = Instant::now();
@@ -228,6 +242,11 @@ async fn main() {
             continue; // warm-up
         }
         report("beamline GlobalRef", bl_rate, bl_rtts);
+        println!(
+            "{:<22} {:>12.0}",
+            format!("beamline batch of {BATCH}"),
+            batch_rate
+        );
         report("raw ractor_cluster", raw_rate, raw_rtts);
     }
     node.leave().await;

@@ -106,6 +106,13 @@ impl Actor for Stub {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             Envelope::Cast(bytes) => (state.deliver)(bytes, None),
+            Envelope::Batch(bytes) => match codec::decode::<Vec<Vec<u8>>>(&bytes) {
+                // In order, each element on its own: a bad one is dropped alone.
+                Ok(items) => items.into_iter().for_each(|b| (state.deliver)(b, None)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropped a batch of casts that does not decode")
+                }
+            },
             Envelope::Call(bytes, port) => (state.deliver)(bytes, Some(port)),
             Envelope::Unknown { variant, reply } => refuse_unknown(&variant, reply),
         }
@@ -175,6 +182,7 @@ impl Actor for Agent {
                 }
                 Err(e) => tracing::warn!(error = %e, "dropped an undecodable control message"),
             },
+            Envelope::Batch(_) => tracing::warn!("dropped a batch sent to a node agent"),
             Envelope::Call(_, port) => {
                 let _ = port.send(ReplyFrame::fault_bytes(Fault::NotACall));
             }

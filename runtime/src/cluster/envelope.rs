@@ -23,6 +23,8 @@ use crate::codec;
 const CAST_TAG: &str = "bl1.c";
 /// Variant tag of a call envelope on the wire.
 const CALL_TAG: &str = "bl1.q";
+/// Variant tag of a batch of casts on the wire.
+const BATCH_TAG: &str = "bl1.b";
 
 /// A message type that can be sent to actors on other nodes.
 ///
@@ -38,6 +40,10 @@ impl<T: ractor::Message + Serialize + DeserializeOwned> RemoteMessage for T {}
 pub enum Envelope {
     /// A one-way message; the bytes are a codec-encoded user message.
     Cast(Vec<u8>),
+    /// Several one-way messages to one actor in one frame; the bytes are the
+    /// codec encoding of a `Vec<Vec<u8>>`, each element an encoded message
+    /// (so one bad element does not spoil the others).
+    Batch(Vec<u8>),
     /// A request; the bytes are a codec-encoded user message, the port takes a
     /// codec-encoded reply frame (the value, or a [`Fault`]).
     Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
@@ -63,6 +69,11 @@ impl ractor::Message for Envelope {
                 args,
                 metadata: None,
             }),
+            Envelope::Batch(args) => Ok(SerializedMessage::Cast {
+                variant: BATCH_TAG.to_string(),
+                args,
+                metadata: None,
+            }),
             Envelope::Call(args, reply) => Ok(SerializedMessage::Call {
                 variant: CALL_TAG.to_string(),
                 args,
@@ -78,6 +89,9 @@ impl ractor::Message for Envelope {
         Ok(match bytes {
             SerializedMessage::Cast { variant, args, .. } if variant == CAST_TAG => {
                 Envelope::Cast(args)
+            }
+            SerializedMessage::Cast { variant, args, .. } if variant == BATCH_TAG => {
+                Envelope::Batch(args)
             }
             SerializedMessage::Call {
                 variant,
@@ -330,6 +344,16 @@ mod tests {
     fn local_reply_port_refuses_to_cross_nodes() {
         let (tx, _rx) = ractor::concurrency::oneshot::<u32>();
         assert!(codec::encode(&Msg::Ask(1, ReplyTo::local(tx.into()))).is_err());
+    }
+
+    #[test]
+    fn batch_envelope_round_trips_through_ractor_serialization() {
+        let bytes = codec::encode(&vec![vec![1u8], vec![2u8, 3]]).expect("encode");
+        let wire = ractor::Message::serialize(Envelope::Batch(bytes.clone())).expect("serialize");
+        match <Envelope as ractor::Message>::deserialize(wire) {
+            Ok(Envelope::Batch(b)) => assert_eq!(b, bytes),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
