@@ -20,8 +20,9 @@
 //! with an LSN *below* `lsn`; frames at or above it must be replayed on top.
 //! The usual choice is `log.last_lsn() + 1` taken while the table is quiet.
 //!
-//! The on-disk layout is described in `docs/storage-disc.md` and in
-//! [`layout`](self) and the frame and snapshot modules.
+//! The on-disk layout, recovery rules and benchmark figures are in
+//! `docs/storage-disc.md`; each file format is also described where it is
+//! written (the `layout`, `frame` and `snapshot` modules).
 
 mod error;
 mod frame;
