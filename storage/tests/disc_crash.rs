@@ -5,6 +5,11 @@
 //!
 //! The child is this same test binary, re-run with `CRASH_CHILD_DIR` set;
 //! without that variable the `crash_child` test does nothing.
+//!
+//! A second child runs under a file-size limit (`ulimit -f`, with SIGXFSZ
+//! ignored so that the write fails with EFBIG instead of killing it): the
+//! writer must report the failure, refuse everything after it, and the
+//! partial frame it left must be cut off at the next open.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -14,10 +19,11 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use beamline_storage::disc::{DiscLog, DiscOptions, SyncPolicy};
+use beamline_storage::disc::{DiscError, DiscLog, DiscOptions, SyncPolicy};
 
 const DIR_VAR: &str = "CRASH_CHILD_DIR";
 const POLICY_VAR: &str = "CRASH_CHILD_POLICY";
+const FULL_DIR_VAR: &str = "FULL_DISC_CHILD_DIR";
 
 /// The payload appender `task` sends as its `seq`-th frame: about 100 bytes,
 /// and recomputable by the parent from the line the child printed.
@@ -189,4 +195,91 @@ fn kill_9_during_every_commit_appends_loses_nothing_acknowledged() {
 #[test]
 fn kill_9_during_group_commit_appends_loses_nothing_acknowledged() {
     crash_and_check("group");
+}
+
+#[test]
+fn full_disc_child() {
+    let Ok(dir) = std::env::var(FULL_DIR_VAR) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let (log, _) = DiscLog::open(&dir, DiscOptions::default()).expect("child open");
+        let mut seq = 0;
+        let failure = loop {
+            match log.append(payload(0, seq)).await {
+                Ok(lsn) => println!("ack {lsn} 0 {seq}"),
+                Err(e) => break e,
+            }
+            seq += 1;
+            assert!(seq < 1_000_000, "the file-size limit never hit");
+        };
+        match &failure {
+            DiscError::Io { source, .. } => assert_eq!(source.raw_os_error(), Some(27)), // EFBIG
+            other => panic!("expected the I/O error, got {other}"),
+        }
+        assert!(matches!(
+            log.append(payload(0, seq + 1)).await,
+            Err(DiscError::WriterFailed(_))
+        ));
+        assert!(matches!(log.sync().await, Err(DiscError::WriterFailed(_))));
+        println!("writer stopped");
+    });
+}
+
+#[test]
+fn a_failed_write_stops_the_writer_and_its_partial_frame_is_cut_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary");
+    // Ignored signals stay ignored across exec; 64 blocks is 32 to 64 KiB
+    // depending on the shell, a few hundred frames.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f 64 && exec \"$0\" --exact full_disc_child --nocapture",
+        ])
+        .arg(exe)
+        .env(FULL_DIR_VAR, tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    // stdout closed: the child is exiting; reap it, with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().expect("kill");
+            panic!("child did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "child failed: {status}");
+    assert!(lines.iter().any(|l| l == "writer stopped"));
+    let mut acked = BTreeMap::new();
+    for line in &lines {
+        record(&mut acked, line);
+    }
+    assert!(acked.len() > 10, "only {} appends fit", acked.len());
+
+    let (_log, recovery) = DiscLog::open(tmp.path(), DiscOptions::default()).expect("reopen");
+    // Exactly the acknowledged frames: the one that failed half-written is
+    // gone, and nothing before it.
+    assert_eq!(recovery.frames.len(), acked.len());
+    // 116-byte frames do not divide 32 or 64 KiB: the last write was cut.
+    assert!(recovery.dropped_tail.is_some());
+    for (f, (lsn, (task, seq))) in recovery.frames.iter().zip(&acked) {
+        assert_eq!(f.lsn, *lsn);
+        assert_eq!(f.payload, payload(*task, *seq));
+    }
 }

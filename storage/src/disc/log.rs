@@ -394,6 +394,14 @@ fn truncate_file(path: &Path, len: u64) -> DiscResult<()> {
         .map_err(|e| DiscError::io(path, e))
 }
 
+/// `io::Error` is not `Clone`; keep the OS error code where there is one.
+fn copy_io_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 /// The writer thread's state: the only code that writes segments.
 struct Writer {
     shared: Arc<Shared>,
@@ -557,16 +565,17 @@ impl Writer {
         }
     }
 
-    /// Records a write failure, fails every pending append with it, and
-    /// returns the error for the request that hit it.
+    /// Records a write failure, fails every pending append with it (they
+    /// were in the write or fsync that failed), and returns it for the
+    /// request that hit it. Later requests get [`DiscError::WriterFailed`].
     fn fail(&mut self, e: io::Error, pending: &mut Pending) -> DiscError {
-        let why = format!("{}: {e}", self.active_path().display());
-        self.failed = Some(why.clone());
+        let path = self.active_path();
+        self.failed = Some(format!("{}: {e}", path.display()));
         self.buf.clear();
         for (_, reply) in pending.drain(..) {
-            let _ = reply.send(Err(DiscError::WriterFailed(why.clone())));
+            let _ = reply.send(Err(DiscError::io(&path, copy_io_error(&e))));
         }
-        self.io_error(e)
+        DiscError::io(path, e)
     }
 
     fn io_error(&self, e: io::Error) -> DiscError {
