@@ -30,6 +30,19 @@ fn cast_and_call_by_name_and_group_keep_order() {
         n1.ok("notes") == expected
     });
 
+    // Batches keep the order too, also between a single cast and a batch.
+    n1.ok("clear_notes");
+    n2.ok("cast echo first");
+    n2.ok("castbatch echo 1000");
+    n2.ok("cast echo last");
+    let mut expected: Vec<String> = vec!["first".into()];
+    expected.extend((0..1000).map(|i| i.to_string()));
+    expected.push("last".into());
+    let expected = expected.join("|");
+    wait_until("batched casts in order", Duration::from_secs(20), || {
+        n1.ok("notes") == expected
+    });
+
     // Order holds per destination actor, whichever handle is used.
     n1.ok("clear_notes");
     n3.ok("castmix echo s all 1000");

@@ -272,6 +272,23 @@ async fn command(
             }
             None => Err("no such name".into()),
         },
+        "castbatch" => match target(arg(1)) {
+            // castbatch NAME COUNT: notes 0..COUNT in batches of 64.
+            Some(t) => {
+                let n: u64 = arg(2).parse().unwrap_or(0);
+                let mut res = Ok(String::new());
+                let ids: Vec<u64> = (0..n).collect();
+                for chunk in ids.chunks(64) {
+                    let batch = chunk.iter().map(|i| TestMsg::Note(i.to_string())).collect();
+                    if let Err(e) = t.cast_batch(batch) {
+                        res = Err(e.to_string());
+                        break;
+                    }
+                }
+                res
+            }
+            None => Err("no such name".into()),
+        },
         "castmix" => {
             // castmix NAME SCOPE GROUP COUNT: notes 0..COUNT, alternately through
             // the name and through the group membership of the same actor.
