@@ -11,12 +11,16 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::Lsn;
 use super::error::{DiscError, DiscResult};
 
 /// The format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// How often a waiting opener retries the lock.
+const LOCK_POLL: Duration = Duration::from_millis(5);
 
 /// Paths inside an opened, locked data directory. Dropping it releases the
 /// lock (the flock goes with the file descriptor).
@@ -29,9 +33,9 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    /// Creates the directory if needed, locks it, and checks or writes its
-    /// format version.
-    pub(crate) fn open(root: &Path) -> DiscResult<Layout> {
+    /// Creates the directory if needed, locks it (waiting up to `lock_wait`
+    /// for a holder to let go), and checks or writes its format version.
+    pub(crate) fn open(root: &Path, lock_wait: Duration) -> DiscResult<Layout> {
         if !root.exists() {
             fs::create_dir_all(root).map_err(|e| DiscError::io(root, e))?;
             // The new directory's own entry must survive a crash too.
@@ -49,14 +53,22 @@ impl Layout {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| DiscError::io(&lock_path, e))?;
-        // fs4's trait, called by path: std's inherent File::try_lock is newer
-        // than the workspace MSRV.
-        match fs4::FileExt::try_lock(&lock) {
-            Ok(()) => {}
-            Err(fs4::TryLockError::WouldBlock) => {
-                return Err(DiscError::Locked { path: lock_path });
+        let deadline = Instant::now() + lock_wait;
+        loop {
+            // fs4's trait, called by path: std's inherent File::try_lock is
+            // newer than the workspace MSRV.
+            match fs4::FileExt::try_lock(&lock) {
+                Ok(()) => break,
+                Err(fs4::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    // flock has no wake-up to wait on without blocking for
+                    // good; poll.
+                    std::thread::sleep(LOCK_POLL);
+                }
+                Err(fs4::TryLockError::WouldBlock) => {
+                    return Err(DiscError::Locked { path: lock_path });
+                }
+                Err(fs4::TryLockError::Error(e)) => return Err(DiscError::io(&lock_path, e)),
             }
-            Err(fs4::TryLockError::Error(e)) => return Err(DiscError::io(&lock_path, e)),
         }
         let layout = Layout {
             root: root.to_path_buf(),
@@ -169,7 +181,7 @@ mod tests {
     #[test]
     fn new_directory_gets_format_and_subdirectories() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let layout = Layout::open(tmp.path()).expect("open");
+        let layout = Layout::open(tmp.path(), Duration::ZERO).expect("open");
         assert_eq!(
             fs::read_to_string(tmp.path().join("FORMAT")).expect("FORMAT"),
             "1\n"
@@ -181,7 +193,7 @@ mod tests {
     fn newer_format_is_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
         fs::write(tmp.path().join("FORMAT"), "2\n").expect("write");
-        match Layout::open(tmp.path()) {
+        match Layout::open(tmp.path(), Duration::ZERO) {
             Err(DiscError::UnsupportedFormat {
                 found: 2,
                 supported: 1,
@@ -196,7 +208,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         fs::write(tmp.path().join("FORMAT"), "hello").expect("write");
         assert!(matches!(
-            Layout::open(tmp.path()),
+            Layout::open(tmp.path(), Duration::ZERO),
             Err(DiscError::NotADiscDirectory { .. })
         ));
     }
@@ -204,12 +216,17 @@ mod tests {
     #[test]
     fn second_open_is_locked_out_until_the_first_drops() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let first = Layout::open(tmp.path()).expect("first open");
+        let first = Layout::open(tmp.path(), Duration::ZERO).expect("first open");
         assert!(matches!(
-            Layout::open(tmp.path()),
+            Layout::open(tmp.path(), Duration::ZERO),
             Err(DiscError::Locked { .. })
         ));
+        // A waiting opener gets the lock once the holder lets go.
+        let waiter = std::thread::spawn({
+            let root = tmp.path().to_path_buf();
+            move || Layout::open(&root, Duration::from_secs(30)).map(|_| ())
+        });
         drop(first);
-        Layout::open(tmp.path()).expect("open after release");
+        waiter.join().expect("waiter").expect("open after release");
     }
 }

@@ -72,7 +72,7 @@ impl DiscLog {
     /// [`DiscError::CorruptSnapshot`]), or unreadable ([`DiscError::Io`]).
     pub fn open(dir: impl AsRef<Path>, options: DiscOptions) -> DiscResult<(DiscLog, Recovery)> {
         options.validate()?;
-        let layout = Layout::open(dir.as_ref())?;
+        let layout = Layout::open(dir.as_ref(), options.lock_wait)?;
         let snapshots = snapshot::load(&layout.snap_dir, true)?;
         let recovered = recover_log(&layout, &snapshots)?;
         let shared = Arc::new(Shared {

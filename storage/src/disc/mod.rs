@@ -83,6 +83,12 @@ pub struct DiscOptions {
     /// The largest payload `append` accepts. Default: 64 MiB; at most
     /// `u32::MAX`.
     pub max_payload: usize,
+    /// How long `open` waits for the directory lock before giving up with
+    /// [`DiscError::Locked`]. Useful when a restarted owner reopens a
+    /// directory that a dropped `DiscLog` is still letting go of (its writer
+    /// finishes queued work first; [`DiscLog::close`] waits for that).
+    /// Default: zero, fail at once.
+    pub lock_wait: Duration,
 }
 
 impl Default for DiscOptions {
@@ -92,6 +98,7 @@ impl Default for DiscOptions {
             segment_size: 64 << 20,
             queue_capacity: 4096,
             max_payload: 64 << 20,
+            lock_wait: Duration::ZERO,
         }
     }
 }
@@ -118,6 +125,12 @@ impl DiscOptions {
     /// Sets [`DiscOptions::max_payload`].
     pub fn with_max_payload(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
+        self
+    }
+
+    /// Sets [`DiscOptions::lock_wait`].
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
         self
     }
 

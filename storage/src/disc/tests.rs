@@ -53,18 +53,13 @@ fn reopen_frames(dir: &Path) -> Recovery {
     recovery
 }
 
-/// Reopens until the previous session's writer thread has let go of the
-/// lock (dropping a `DiscLog` releases it asynchronously), with a deadline.
+/// Reopens once the previous session's writer thread has let go of the
+/// lock (dropping a `DiscLog` releases it asynchronously).
 fn open_when_free(dir: &Path) -> DiscResult<(DiscLog, Recovery)> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match DiscLog::open(dir, DiscOptions::default()) {
-            Err(DiscError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::yield_now();
-            }
-            other => return other,
-        }
-    }
+    DiscLog::open(
+        dir,
+        DiscOptions::default().with_lock_wait(Duration::from_secs(10)),
+    )
 }
 
 #[test]
