@@ -78,7 +78,10 @@ mod tests {
     fn trailing_bytes_are_rejected() {
         let mut bytes = encode(&7u32).expect("encode");
         bytes.push(0);
-        assert!(matches!(decode::<u32>(&bytes), Err(CodecError::TrailingBytes(1))));
+        assert!(matches!(
+            decode::<u32>(&bytes),
+            Err(CodecError::TrailingBytes(1))
+        ));
     }
 
     #[test]

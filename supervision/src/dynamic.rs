@@ -33,7 +33,6 @@ pub struct DynamicSpec {
     pub backoff: Option<Backoff>,
 }
 
-
 /// Messages a [`DynamicSupervisor`] handles; use [`DynamicSupervisorRef`].
 pub enum DynamicMsg {
     /// Starts a new child from `spec`.
