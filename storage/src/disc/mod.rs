@@ -139,8 +139,8 @@ impl DiscOptions {
         if self.segment_size == 0 {
             return bad("segment_size must be positive");
         }
-        if self.queue_capacity == 0 {
-            return bad("queue_capacity must be positive");
+        if self.queue_capacity == 0 || self.queue_capacity > tokio::sync::Semaphore::MAX_PERMITS {
+            return bad("queue_capacity must be positive and below Semaphore::MAX_PERMITS");
         }
         if u32::try_from(self.max_payload).is_err() {
             return bad("max_payload must fit in 32 bits");
