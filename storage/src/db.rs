@@ -4,8 +4,8 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeBounds;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use beamline_runtime::codec;
 use futures::future::BoxFuture;
@@ -60,6 +60,8 @@ struct DbInner {
     /// Recovered snapshots, likewise.
     snapshots: Mutex<HashMap<String, (u64, Vec<u8>)>>,
     max_retries: usize,
+    /// Replication's hook into the commit path (see `replica`).
+    hook: OnceLock<Arc<dyn CommitHook>>,
 }
 
 /// A node's database: its tables and their commit path. Cheap to clone.
@@ -132,6 +134,7 @@ impl Db {
                 pending: Mutex::new(pending),
                 snapshots: Mutex::new(snaps),
                 max_retries: DEFAULT_MAX_RETRIES,
+                hook: OnceLock::new(),
             }),
         }
     }
@@ -221,12 +224,10 @@ impl Db {
         for attempt in 0..self.inner.max_retries {
             let mut tx = Tx::new(self.clone());
             let value = f(&mut tx)?;
-            match self.commit(tx) {
-                Ok(durable) => {
-                    durable.await?;
-                    return Ok(value);
-                }
-                Err(Conflict) => {
+            match self.commit_routed(tx).await {
+                Ok(()) => return Ok(value),
+                Err(CommitFail::Error(e)) => return Err(e),
+                Err(CommitFail::Conflict | CommitFail::Retry) => {
                     // Let the winner finish before trying again.
                     if attempt > 2 {
                         tokio::time::sleep(std::time::Duration::from_micros(50 << attempt.min(8)))
@@ -238,6 +239,170 @@ impl Db {
             }
         }
         Err(StorageError::TooManyRetries(self.inner.max_retries))
+    }
+
+    /// Commits `tx` locally, or hands it to replication when it touches a
+    /// replicated table.
+    async fn commit_routed(&self, tx: Tx) -> Result<(), CommitFail> {
+        if let Some(hook) = self.inner.hook.get()
+            && tx
+                .writes
+                .iter()
+                .map(|w| w.table.def())
+                .chain(tx.reads.iter().map(|r| r.table().def()))
+                .any(|d| hook.takes(&d.name))
+        {
+            let raw = tx.encode().map_err(CommitFail::Error)?;
+            return hook.commit(raw).await;
+        }
+        match self.commit(tx) {
+            Ok(durable) => durable.await.map_err(CommitFail::Error),
+            Err(Conflict) => Err(CommitFail::Conflict),
+        }
+    }
+
+    /// Installs replication's commit hook (once per database).
+    pub(crate) fn set_hook(&self, hook: Arc<dyn CommitHook>) -> Result<(), StorageError> {
+        self.inner
+            .hook
+            .set(hook)
+            .map_err(|_| StorageError::Replication("replication already started".into()))
+    }
+
+    /// The untyped table named `name`.
+    pub(crate) fn any_table(&self, name: &str) -> Option<Arc<dyn AnyTable>> {
+        self.inner.tables.read().get(name).cloned()
+    }
+
+    /// Raises the commit counter to at least `seq` (commits applied from
+    /// other nodes), so that this node's next seq is above every seq seen.
+    pub(crate) fn observe_seq(&self, seq: u64) {
+        self.inner.seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Validates and applies an encoded transaction (on a table's primary):
+    /// under the commit locks, in name order, checks the reads, assigns a
+    /// seq, logs disc tables, applies, then calls `under_lock(seq)` while
+    /// the locks are still held (replication sends to replicas there, so
+    /// that they receive commits in seq order) with each written table's
+    /// version before this commit. `check` runs first under the locks and
+    /// may refuse the commit. Returns the seq and the future of local
+    /// durability.
+    pub(crate) fn commit_raw(
+        &self,
+        tx: &RawTx,
+        check: impl FnOnce() -> Result<(), CommitFail>,
+        under_lock: impl FnOnce(u64, &[(String, u64)]),
+    ) -> Result<(u64, BoxFuture<'static, Result<(), StorageError>>), CommitFail> {
+        let mut involved: BTreeMap<&str, Arc<dyn AnyTable>> = BTreeMap::new();
+        for name in tx
+            .writes
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(tx.reads.iter().map(RawRead::table))
+        {
+            let t = self
+                .any_table(name)
+                .ok_or_else(|| CommitFail::Error(StorageError::NoSuchTable(name.to_string())))?;
+            involved.insert(name, t);
+        }
+        // Decode before locking: a bad op must not leave half a commit.
+        let mut decoded = Vec::with_capacity(tx.writes.len());
+        for (name, ops) in &tx.writes {
+            let t = &involved[name.as_str()];
+            decoded.push((t.clone(), t.decode_ops(ops).map_err(CommitFail::Error)?));
+        }
+        let _guards: Vec<_> = involved.values().map(|t| t.commit_lock().lock()).collect();
+        check()?;
+        for r in &tx.reads {
+            let ok = match r {
+                RawRead::Key { table, key, seen } => involved[table.as_str()]
+                    .read_encoded(key)
+                    .is_ok_and(|now| &now == seen),
+                RawRead::Version { table, version } => {
+                    involved[table.as_str()].version() == *version
+                }
+            };
+            if !ok {
+                return Err(CommitFail::Conflict);
+            }
+        }
+        let seq = self.inner.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        let durable = self.log_raw(seq, &tx.writes).map_err(CommitFail::Error)?;
+        let prevs: Vec<(String, u64)> = decoded
+            .iter()
+            .map(|(t, _)| (t.def().name.clone(), t.version()))
+            .collect();
+        for (t, ops) in &decoded {
+            t.apply_typed(ops.as_ref(), seq);
+        }
+        under_lock(seq, &prevs);
+        Ok((seq, durable))
+    }
+
+    /// Applies a commit made on another node (a replica applying its
+    /// primary's stream): decodes, locks the tables in name order, logs
+    /// disc tables and applies with the primary's `seq`. With `skip_old`,
+    /// a table whose version is already at or past `seq` is left alone
+    /// (the commit is already in a dump it loaded).
+    pub(crate) fn apply_remote(
+        &self,
+        seq: u64,
+        tables: &[(String, Vec<RawOp>)],
+        skip_old: bool,
+    ) -> Result<BoxFuture<'static, Result<(), StorageError>>, StorageError> {
+        let mut decoded = BTreeMap::new();
+        for (name, ops) in tables {
+            let t = self
+                .any_table(name)
+                .ok_or_else(|| StorageError::NoSuchTable(name.clone()))?;
+            let typed = t.decode_ops(ops)?;
+            decoded.insert(name.as_str(), (t, typed, ops));
+        }
+        let _guards: Vec<_> = decoded
+            .values()
+            .map(|(t, _, _)| t.commit_lock().lock())
+            .collect();
+        let live: Vec<_> = decoded
+            .values()
+            .filter(|(t, _, _)| !(skip_old && t.version() >= seq))
+            .collect();
+        self.observe_seq(seq);
+        if live.is_empty() {
+            return Ok(Box::pin(async { Ok(()) }));
+        }
+        let logged: Vec<(String, Vec<RawOp>)> = live
+            .iter()
+            .map(|(t, _, ops)| (t.def().name.clone(), (*ops).clone()))
+            .collect();
+        let durable = self.log_raw(seq, &logged)?;
+        for (t, typed, _) in &live {
+            t.apply_typed(typed.as_ref(), seq);
+        }
+        Ok(durable)
+    }
+
+    /// Submits the disc tables among `tables` to the log as commit `seq`.
+    fn log_raw(
+        &self,
+        seq: u64,
+        tables: &[(String, Vec<RawOp>)],
+    ) -> Result<BoxFuture<'static, Result<(), StorageError>>, StorageError> {
+        let Some(log) = &self.inner.log else {
+            return Ok(Box::pin(async { Ok(()) }));
+        };
+        let disc: Vec<(String, Vec<RawOp>)> = tables
+            .iter()
+            .filter(|(n, _)| {
+                self.any_table(n)
+                    .is_some_and(|t| t.def().copy == CopyType::Disc)
+            })
+            .cloned()
+            .collect();
+        if disc.is_empty() {
+            return Ok(Box::pin(async { Ok(()) }));
+        }
+        Ok(log.submit(codec::encode(&Frame::Commit { seq, tables: disc })?))
     }
 
     /// Validates and applies `tx` under the commit locks of every table it
@@ -294,6 +459,78 @@ impl Db {
 }
 
 struct Conflict;
+
+/// Why a routed commit did not happen.
+pub(crate) enum CommitFail {
+    /// A read check failed: run the transaction again.
+    Conflict,
+    /// Not applied (e.g. the node is no longer the primary): replication
+    /// tries again after a pause; never reaches the caller.
+    Retry,
+    /// Any other failure: give up with this error.
+    Error(StorageError),
+}
+
+/// A read check in encoded form, to be validated on another node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum RawRead {
+    /// A point read saw `seen` (encoded records) under `key`.
+    Key {
+        /// Table.
+        table: String,
+        /// Encoded key.
+        key: Vec<u8>,
+        /// Encoded records seen.
+        seen: Vec<u8>,
+    },
+    /// A scan saw the table at `version`.
+    Version {
+        /// Table.
+        table: String,
+        /// Version seen.
+        version: u64,
+    },
+}
+
+impl RawRead {
+    pub(crate) fn table(&self) -> &str {
+        match self {
+            RawRead::Key { table, .. } | RawRead::Version { table, .. } => table,
+        }
+    }
+}
+
+/// A transaction in encoded form: its read checks and its ops per table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct RawTx {
+    /// Read checks.
+    pub(crate) reads: Vec<RawRead>,
+    /// Ops per table, in the order written.
+    pub(crate) writes: Vec<(String, Vec<RawOp>)>,
+}
+
+impl RawTx {
+    /// Names of every table read or written (sorted, distinct).
+    pub(crate) fn tables(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .writes
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(self.reads.iter().map(|r| r.table().to_string()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Replication's entry into the commit path.
+pub(crate) trait CommitHook: Send + Sync {
+    /// True when commits touching `table` go through replication.
+    fn takes(&self, table: &str) -> bool;
+    /// Commits `tx` through replication.
+    fn commit(&self, tx: RawTx) -> BoxFuture<'static, Result<(), CommitFail>>;
+}
 
 /// A typed handle to one table. Reads are served from the local copy;
 /// writes go through the commit path. Cheap to clone.
@@ -373,10 +610,11 @@ impl<R: Record> Table<R> {
     async fn dirty(&self, op: Op<R>) -> Result<(), StorageError> {
         let mut tx = Tx::new(self.db.clone());
         tx.push_op(self, op);
-        match self.db.commit(tx) {
-            Ok(durable) => durable.await,
+        match self.db.commit_routed(tx).await {
+            Ok(()) => Ok(()),
+            Err(CommitFail::Error(e)) => Err(e),
             // A transaction without reads cannot conflict.
-            Err(Conflict) => Err(StorageError::TooManyRetries(0)),
+            Err(CommitFail::Conflict | CommitFail::Retry) => Err(StorageError::TooManyRetries(0)),
         }
     }
 
@@ -478,6 +716,31 @@ impl Tx {
             writes: Vec::new(),
             reads: Vec::new(),
         }
+    }
+
+    /// The transaction in encoded form (for a commit on another node).
+    fn encode(&self) -> Result<RawTx, StorageError> {
+        let mut raw = RawTx::default();
+        for r in &self.reads {
+            raw.reads.push(match r {
+                ReadCheck::Key { table, key, seen } => RawRead::Key {
+                    table: table.def().name.clone(),
+                    key: key.clone(),
+                    seen: seen.clone(),
+                },
+                ReadCheck::Table { table, version } => RawRead::Version {
+                    table: table.def().name.clone(),
+                    version: *version,
+                },
+            });
+        }
+        for w in &self.writes {
+            raw.writes.push((
+                w.table.def().name.clone(),
+                w.table.encode_ops(w.ops.as_ref())?,
+            ));
+        }
+        Ok(raw)
     }
 
     fn any<R: Record>(table: &Table<R>) -> Arc<dyn AnyTable> {

@@ -42,4 +42,8 @@ pub enum StorageError {
     /// The durable log failed; the commit may not be durable.
     #[error("disc log: {0}")]
     Disc(String),
+    /// Replication failed (no live replica, a call to another node failed,
+    /// the tables of one transaction have different primaries, ...).
+    #[error("replication: {0}")]
+    Replication(String),
 }

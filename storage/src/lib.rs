@@ -19,8 +19,10 @@
 
 pub mod backend;
 mod db;
+pub mod disc;
 mod error;
 mod record;
+pub mod replica;
 mod table;
 
 pub use db::{CommitLog, DEFAULT_MAX_RETRIES, Db, Frame, Table, Tx};

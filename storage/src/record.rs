@@ -67,6 +67,11 @@ pub struct TableDef {
     pub indexes: Vec<String>,
     /// This node's copy: RAM or disc.
     pub copy: CopyType,
+    /// Rows belong to the node that wrote them (the CETS model, for tables
+    /// such as sessions): with replication, such a table has no primary,
+    /// each node writes its own rows and broadcasts them, and a node's rows
+    /// vanish everywhere when it goes down (see `replica`).
+    pub node_owned: bool,
 }
 
 impl TableDef {
@@ -77,7 +82,15 @@ impl TableDef {
             kind: TableKind::Set,
             indexes: Vec::new(),
             copy: CopyType::Ram,
+            node_owned: false,
         }
+    }
+
+    /// Makes rows belong to the node that wrote them (sets the
+    /// `node_owned` field).
+    pub fn node_owned(mut self) -> Self {
+        self.node_owned = true;
+        self
     }
 
     /// Sets the kind.

@@ -299,6 +299,8 @@ pub(crate) trait AnyTable: Send + Sync {
     fn apply_typed(&self, ops: &dyn Any, seq: u64);
     /// Encodes typed ops for the log.
     fn encode_ops(&self, ops: &dyn Any) -> Result<Vec<RawOp>, StorageError>;
+    /// Decodes encoded ops into typed ops for [`AnyTable::apply_typed`].
+    fn decode_ops(&self, ops: &[RawOp]) -> Result<Box<dyn Any + Send + Sync>, StorageError>;
     /// Decodes and applies encoded ops (recovery, replicas).
     fn apply_raw(&self, ops: &[RawOp], seq: u64) -> Result<(), StorageError>;
     /// The whole table, encoded (snapshots, copying to a new replica).
@@ -348,6 +350,20 @@ impl<R: Record> AnyTable for TableCore<R> {
                 })
             })
             .collect()
+    }
+
+    fn decode_ops(&self, ops: &[RawOp]) -> Result<Box<dyn Any + Send + Sync>, StorageError> {
+        let typed = ops
+            .iter()
+            .map(|op| {
+                Ok(match op {
+                    RawOp::Write(b) => Op::Write(codec::decode(b)?),
+                    RawOp::Delete(b) => Op::Delete(codec::decode(b)?),
+                    RawOp::DeleteObject(b) => Op::DeleteObject(codec::decode(b)?),
+                })
+            })
+            .collect::<Result<Vec<Op<R>>, StorageError>>()?;
+        Ok(Box::new(typed))
     }
 
     fn apply_raw(&self, ops: &[RawOp], seq: u64) -> Result<(), StorageError> {

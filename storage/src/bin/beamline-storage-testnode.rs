@@ -1,0 +1,381 @@
+//! Test helper (not a user tool): one cluster node with a replicated
+//! `Db`, driven by line commands on stdin, printing replies (`ok ...` /
+//! `err ...`) and replication events (`event ...`) on stdout. The tests in
+//! `storage/tests/replication_*.rs` and the replication bench start several
+//! of these as real processes.
+//!
+//! Flags: `--name N --port P [--seeds ip:port,...] [--hb-ms 250]
+//! [--hb-timeout-ms 2000] [--ack-ms 2000]`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use beamline_runtime::cluster::{Node, NodeConfig, Timings};
+use beamline_storage::replica::{ConflictWinner, Replication, ReplicationConfig, ReplicationEvent};
+use beamline_storage::{CopyType, Db, Record, Table, TableDef};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+/// The test record: a string key and a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Kv {
+    key: String,
+    val: i64,
+}
+
+impl Record for Kv {
+    type Key = String;
+    fn key(&self) -> String {
+        self.key.clone()
+    }
+}
+
+struct Args {
+    name: String,
+    port: u16,
+    seeds: Vec<SocketAddr>,
+    hb_ms: u64,
+    hb_timeout_ms: u64,
+    ack_ms: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        name: String::new(),
+        port: 0,
+        seeds: Vec::new(),
+        hb_ms: 250,
+        hb_timeout_ms: 2000,
+        ack_ms: 2000,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i + 1 < argv.len() {
+        let v = &argv[i + 1];
+        let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{}: {e}", argv[i]));
+        match argv[i].as_str() {
+            "--name" => a.name = v.clone(),
+            "--port" => a.port = num(v)? as u16,
+            "--seeds" => {
+                for s in v.split(',').filter(|s| !s.is_empty()) {
+                    a.seeds
+                        .push(s.parse().map_err(|e| format!("seed {s}: {e}"))?);
+                }
+            }
+            "--hb-ms" => a.hb_ms = num(v)?,
+            "--hb-timeout-ms" => a.hb_timeout_ms = num(v)?,
+            "--ack-ms" => a.ack_ms = num(v)?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+        i += 2;
+    }
+    if a.name.is_empty() {
+        return Err("--name is required".into());
+    }
+    Ok(a)
+}
+
+fn event_line(ev: &ReplicationEvent) -> String {
+    match ev {
+        ReplicationEvent::ReplicaStale { table, node } => format!("event stale {table} {node}"),
+        ReplicationEvent::Synced {
+            table,
+            from,
+            version,
+        } => format!("event synced {table} {from} {version}"),
+        ReplicationEvent::RowsPurged { table, node, keys } => {
+            format!("event purged {table} {node} {keys}")
+        }
+        ReplicationEvent::RowsMerged { table, node, keys } => {
+            format!("event merged {table} {node} {keys}")
+        }
+        ReplicationEvent::OwnerConflict {
+            table,
+            winner,
+            loser,
+            ..
+        } => format!("event conflict {table} {winner} {loser}"),
+        other => format!("event other {other:?}"),
+    }
+}
+
+struct Ctx {
+    node: Node,
+    db: Db,
+    repl: Replication,
+    loads: Mutex<Vec<JoinHandle<Result<u64, String>>>>,
+}
+
+#[tokio::main]
+async fn main() {
+    beamline_runtime::telemetry::init_tracing();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            println!("argerr {e}");
+            return;
+        }
+    };
+    let timings = Timings::default()
+        .with_heartbeat(
+            Duration::from_millis(args.hb_ms),
+            Duration::from_millis(args.hb_timeout_ms),
+        )
+        .with_redial(Duration::from_millis(100), Duration::from_millis(1000))
+        .with_join_timeout(Duration::from_secs(5));
+    let listen: SocketAddr = ([127, 0, 0, 1], args.port).into();
+    let config = NodeConfig::new(&args.name, "secret", listen).with_timings(timings);
+    let node = match Node::start(config).await {
+        Ok(n) => n,
+        Err(e) => {
+            println!("starterr {e}");
+            return;
+        }
+    };
+    if !args.seeds.is_empty()
+        && let Err(e) = node.join(&args.seeds).await
+    {
+        println!("joinerr {e}");
+        return;
+    }
+    let db = Db::in_memory();
+    let config = ReplicationConfig {
+        ack_timeout: Duration::from_millis(args.ack_ms),
+        ..ReplicationConfig::default()
+    };
+    let repl = match Replication::start(db.clone(), node.clone(), config).await {
+        Ok(r) => r,
+        Err(e) => {
+            println!("replerr {e}");
+            return;
+        }
+    };
+    let mut events = repl.subscribe();
+    tokio::spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            println!("{}", event_line(&ev));
+        }
+    });
+    println!("ready {}", node.addr());
+
+    let ctx = Arc::new(Ctx {
+        node,
+        db,
+        repl,
+        loads: Mutex::new(Vec::new()),
+    });
+    // tokio's io-std feature is off in this workspace: read stdin on a thread.
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = lines.recv().await {
+        let reply = match command(&ctx, line.trim()).await {
+            Ok(s) => format!("ok {s}"),
+            Err(e) => format!("err {e}"),
+        };
+        println!("{reply}");
+    }
+}
+
+fn table(ctx: &Ctx, name: &str) -> Result<Table<Kv>, String> {
+    ctx.db.table::<Kv>(name).map_err(|e| e.to_string())
+}
+
+async fn incr(db: &Db, t: &Table<Kv>, key: &str, by: i64) -> Result<(), String> {
+    db.transaction(|tx| {
+        let now = tx.get(t, &key.to_string())?.map_or(0, |r| r.val);
+        tx.write(
+            t,
+            Kv {
+                key: key.to_string(),
+                val: now + by,
+            },
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn command(ctx: &Arc<Ctx>, line: &str) -> Result<String, String> {
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let arg = |i: usize| parts.get(i).copied().unwrap_or("");
+    let num = |i: usize| arg(i).parse::<i64>().map_err(|e| format!("arg {i}: {e}"));
+    let e = |e: beamline_storage::StorageError| e.to_string();
+    match arg(0) {
+        "members" => Ok(ctx.node.members().join(",")),
+        "block" => {
+            ctx.node.set_blocked(arg(1), true);
+            Ok(String::new())
+        }
+        "unblock" => {
+            ctx.node.set_blocked(arg(1), false);
+            Ok(String::new())
+        }
+        // create TABLE ram|none [owned]
+        "create" => {
+            let mut def = TableDef::new(arg(1));
+            if arg(3) == "owned" {
+                def = def.node_owned();
+            }
+            if arg(2) == "none" {
+                ctx.repl.declare_table::<Kv>(def).map_err(e)?;
+            } else {
+                let t = ctx.repl.create_table::<Kv>(def).await.map_err(e)?;
+                if arg(3) == "owned" {
+                    // Larger value wins a conflict; same rule on every node.
+                    ctx.repl.on_conflict(&t, |_, a, b| {
+                        let va = a.1.first().map_or(0, |r| r.val);
+                        let vb = b.1.first().map_or(0, |r| r.val);
+                        if vb > va {
+                            ConflictWinner::Second
+                        } else {
+                            ConflictWinner::First
+                        }
+                    });
+                }
+            }
+            Ok(String::new())
+        }
+        "put" => {
+            let t = table(ctx, arg(1))?;
+            t.dirty_write(Kv {
+                key: arg(2).into(),
+                val: num(3)?,
+            })
+            .await
+            .map_err(e)?;
+            Ok(String::new())
+        }
+        "del" => {
+            let t = table(ctx, arg(1))?;
+            t.dirty_delete(arg(2).into()).await.map_err(e)?;
+            Ok(String::new())
+        }
+        "get" => {
+            let t = table(ctx, arg(1))?;
+            let recs = ctx.repl.read(&t, &arg(2).to_string()).await.map_err(e)?;
+            Ok(recs
+                .first()
+                .map_or_else(|| "none".to_string(), |r| r.val.to_string()))
+        }
+        "count" => {
+            let t = table(ctx, arg(1))?;
+            Ok(ctx.repl.all(&t).await.map_err(e)?.len().to_string())
+        }
+        // Local copy only: "count:sum:keys-hash", to compare copies.
+        "digest" => {
+            let t = table(ctx, arg(1))?;
+            let all = t.all();
+            let sum: i64 = all.iter().map(|r| r.val).sum();
+            let mut h: u64 = 0xcbf29ce484222325;
+            for r in &all {
+                for b in format!("{}={};", r.key, r.val).bytes() {
+                    h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+                }
+            }
+            Ok(format!("{}:{sum}:{h:x}", all.len()))
+        }
+        "keys" => {
+            let t = table(ctx, arg(1))?;
+            Ok(t.all()
+                .iter()
+                .map(|r| format!("{}={}", r.key, r.val))
+                .collect::<Vec<_>>()
+                .join(","))
+        }
+        // incr TABLE KEY N: N transactions, each adding 1 to KEY.
+        "incr" => {
+            let t = table(ctx, arg(1))?;
+            for _ in 0..num(3)? {
+                incr(&ctx.db, &t, arg(2), 1).await?;
+            }
+            Ok(String::new())
+        }
+        // load TABLE PREFIX N: background dirty writes PREFIX0..N.
+        "load" => {
+            let t = table(ctx, arg(1))?;
+            let prefix = arg(2).to_string();
+            let n = num(3)?;
+            let h = tokio::spawn(async move {
+                let mut done = 0;
+                for i in 0..n {
+                    t.dirty_write(Kv {
+                        key: format!("{prefix}{i}"),
+                        val: i,
+                    })
+                    .await
+                    .map_err(|e| format!("write {i}: {e}"))?;
+                    done += 1;
+                }
+                Ok(done)
+            });
+            ctx.loads.lock().push(h);
+            Ok(String::new())
+        }
+        "loadwait" => {
+            let hs: Vec<_> = ctx.loads.lock().drain(..).collect();
+            let mut total = 0;
+            for h in hs {
+                total += h.await.map_err(|e| e.to_string())??;
+            }
+            Ok(total.to_string())
+        }
+        "addcopy" => {
+            ctx.repl
+                .add_table_copy(arg(1), arg(2), CopyType::Ram)
+                .await
+                .map_err(e)?;
+            Ok(String::new())
+        }
+        "delcopy" => {
+            ctx.repl.del_table_copy(arg(1), arg(2)).await.map_err(e)?;
+            Ok(String::new())
+        }
+        "primary" => Ok(ctx.repl.primary(arg(1)).unwrap_or_else(|| "none".into())),
+        "insync" => Ok(ctx.repl.is_in_sync(arg(1)).to_string()),
+        "schema" => Ok(ctx
+            .repl
+            .schema()
+            .iter()
+            .map(|s| {
+                let copies: Vec<String> = s.copies.keys().cloned().collect();
+                format!("{}:{}", s.def.name, copies.join("+"))
+            })
+            .collect::<Vec<_>>()
+            .join(";")),
+        // bench TABLE N CONC: N transactions over CONC tasks, each task
+        // incrementing its own key; prints commits/s.
+        "bench" => {
+            let t = table(ctx, arg(1))?;
+            let n = num(2)?;
+            let conc = num(3)?.max(1);
+            let start = Instant::now();
+            let mut hs = Vec::new();
+            for c in 0..conc {
+                let (db, t) = (ctx.db.clone(), t.clone());
+                let per = n / conc;
+                hs.push(tokio::spawn(async move {
+                    let key = format!("bench{c}");
+                    for _ in 0..per {
+                        incr(&db, &t, &key, 1).await?;
+                    }
+                    Ok::<_, String>(())
+                }));
+            }
+            for h in hs {
+                h.await.map_err(|e| e.to_string())??;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            Ok(format!("{:.0}", (n / conc * conc) as f64 / secs))
+        }
+        other => Err(format!("unknown command {other:?}")),
+    }
+}

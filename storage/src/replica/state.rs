@@ -1,0 +1,485 @@
+//! What replication knows on one node: per-table state, pending acks,
+//! the schema, the messages replicas exchange, and small lookups.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use beamline_runtime::cluster::{GlobalRef, Node, ReplyTo};
+use beamline_runtime::codec;
+use beamline_supervision::DynamicSupervisorRef;
+use parking_lot::Mutex;
+use ractor::{ActorId, ActorRef};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, oneshot};
+use tokio::time::Instant;
+
+use crate::db::{Db, RawTx, Table};
+use crate::error::StorageError;
+use crate::record::{CopyType, Record, TableDef};
+use crate::table::RawOp;
+
+/// Process-group scope of every replication actor.
+pub(crate) const SCOPE: &str = "storage";
+/// Group of the per-node actors (one per node running replication).
+pub(crate) const DBS: &str = "dbs";
+
+/// Group of the in-sync replicas of `table`.
+pub(crate) fn table_group(table: &str) -> String {
+    format!("table:{table}")
+}
+
+/// Who may commit to a table and since when: (number, primary node).
+/// Every change of primary starts a higher epoch; replicas compare epochs
+/// to notice that their copy came from another history.
+pub type Epoch = (u64, String);
+
+/// Timings of replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// How long a primary waits for a replica's ack before marking it
+    /// stale (default 2 s).
+    pub ack_timeout: Duration,
+    /// Timeout of calls between nodes: commits forwarded to the primary,
+    /// remote reads, table copies (default 5 s).
+    pub call_timeout: Duration,
+    /// How long a commit keeps retrying while there is no primary (failover
+    /// in progress, no live replica) before it fails (default 10 s).
+    pub commit_timeout: Duration,
+    /// How long a node that finds no other replica of a table waits for one
+    /// to appear before it serves its own copy (default 300 ms).
+    pub settle: Duration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            ack_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+            commit_timeout: Duration::from_secs(10),
+            settle: Duration::from_millis(300),
+        }
+    }
+}
+
+/// Which of two conflicting owners keeps a node-owned row; `First` is the
+/// node with the smaller name (so both sides decide alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictWinner {
+    /// The owner with the smaller node name.
+    First,
+    /// The owner with the larger node name.
+    Second,
+}
+
+/// Something replication did that applications may want to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplicationEvent {
+    /// The primary gave up waiting for `node`'s ack; the replica resyncs.
+    ReplicaStale {
+        /// Table.
+        table: String,
+        /// The late replica.
+        node: String,
+    },
+    /// This node loaded `table` from `from` (join, restart, stale, new
+    /// primary) and now serves it at `version`.
+    Synced {
+        /// Table.
+        table: String,
+        /// The primary it copied from (itself when it had no peer).
+        from: String,
+        /// The table version after loading.
+        version: u64,
+    },
+    /// A node went down and its rows of a node-owned table were removed.
+    RowsPurged {
+        /// Table.
+        table: String,
+        /// The node that went down.
+        node: String,
+        /// Keys removed.
+        keys: usize,
+    },
+    /// A node's rows of a node-owned table were merged in (it came up).
+    RowsMerged {
+        /// Table.
+        table: String,
+        /// The node whose rows arrived.
+        node: String,
+        /// Keys merged.
+        keys: usize,
+    },
+    /// Two nodes owned the same key of a node-owned table; `winner` keeps
+    /// it, `loser`'s row (`lost`, encoded records) was replaced.
+    OwnerConflict {
+        /// Table.
+        table: String,
+        /// Encoded key.
+        key: Vec<u8>,
+        /// The node that keeps the key.
+        winner: String,
+        /// The node whose row was dropped.
+        loser: String,
+    },
+}
+
+/// One table in the replicated schema, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    /// The definition (its `copy` is the declaring node's own).
+    pub def: TableDef,
+    /// Nodes (up now or seen before) holding a copy, with its type.
+    pub copies: BTreeMap<String, CopyType>,
+}
+
+/// One node's part of the schema: the tables it declared and whether it
+/// holds a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SchemaEntry {
+    pub(crate) def: TableDef,
+    pub(crate) holds: bool,
+}
+
+/// What a primary sends a replica that copies a table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SyncReply {
+    pub(crate) version: u64,
+    pub(crate) dump: Vec<u8>,
+    pub(crate) epoch: Epoch,
+}
+
+/// A primary's answer to a forwarded commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum CommitReply {
+    Ok,
+    Conflict,
+    /// Not applied: the receiver is not (or no longer) the primary.
+    NotPrimary,
+    Error(String),
+}
+
+/// Messages of replication actors (per node: `Db` role; per table copy:
+/// `Table` role). Remote ones cross nodes in the runtime's envelope.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ReplMsg {
+    /// To a table's primary: validate and apply, replicate, then answer.
+    Commit(RawTx, ReplyTo<CommitReply>),
+    /// To any in-sync replica: the encoded records under an encoded key.
+    Read {
+        table: String,
+        key: Vec<u8>,
+        reply: ReplyTo<Result<Vec<u8>, String>>,
+    },
+    /// To any in-sync replica: every record, encoded.
+    Dump {
+        table: String,
+        reply: ReplyTo<Result<Vec<u8>, String>>,
+    },
+    /// To the primary: a copy of the table for `node`, which then receives
+    /// every later commit.
+    SyncFrom {
+        table: String,
+        node: String,
+        reply: ReplyTo<Result<SyncReply, String>>,
+    },
+    /// Primary to replica (node actor): apply commit `seq`; per table the
+    /// version it had before (a gap means a missed commit).
+    Apply {
+        from: String,
+        epoch: Epoch,
+        seq: u64,
+        tables: Vec<(String, u64, Vec<RawOp>)>,
+    },
+    /// Replica to the committing node: commit `seq` is applied.
+    Ack { seq: u64, node: String },
+    /// Primary to replica: you missed an ack; copy the table again.
+    Stale { table: String },
+    /// Local: (re)load `table` from its primary and join its group.
+    SyncTable { table: String },
+    /// A node's part of the schema.
+    Schema {
+        node: String,
+        tables: Vec<SchemaEntry>,
+    },
+    /// To a node: hold a copy of `table`.
+    AddCopy {
+        table: String,
+        copy: CopyType,
+        reply: ReplyTo<Result<(), String>>,
+    },
+    /// To a node: drop its copy of `table`.
+    DelCopy {
+        table: String,
+        reply: ReplyTo<Result<(), String>>,
+    },
+    /// A node-owned commit of `from`'s rows, broadcast by their owner.
+    Owned {
+        from: String,
+        seq: u64,
+        tables: Vec<(String, Vec<RawOp>)>,
+    },
+    /// All of `from`'s rows of a node-owned table: (encoded key, encoded
+    /// records).
+    OwnedRows {
+        from: String,
+        table: String,
+        rows: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
+    },
+    /// Local: a peer came up.
+    NodeUp(String),
+    /// Local: a peer went down.
+    NodeDown(String),
+    /// Local: start-up work of the actor (group joins).
+    Start,
+}
+
+impl ractor::Message for ReplMsg {}
+
+/// Typed help for one table, behind a trait object.
+pub(crate) trait Helper: Send + Sync {
+    /// Ops that turn the local copy into the `dump`'s content.
+    fn replace_ops(&self, dump: &[u8]) -> Result<Vec<RawOp>, StorageError>;
+    /// The encoded key of an encoded record.
+    fn key_of(&self, record: &[u8]) -> Result<Vec<u8>, StorageError>;
+    /// The local records under an encoded key, each encoded.
+    fn rows_of(&self, key: &[u8]) -> Result<Vec<Vec<u8>>, StorageError>;
+}
+
+pub(crate) struct Typed<R: Record>(pub(crate) Table<R>);
+
+impl<R: Record> Helper for Typed<R> {
+    fn replace_ops(&self, dump: &[u8]) -> Result<Vec<RawOp>, StorageError> {
+        let records: Vec<R> = codec::decode(dump)?;
+        let mut ops = Vec::new();
+        let mut keys: Vec<R::Key> = self.0.all().iter().map(Record::key).collect();
+        keys.dedup();
+        for k in keys {
+            ops.push(RawOp::Delete(codec::encode(&k)?));
+        }
+        for r in &records {
+            ops.push(RawOp::Write(codec::encode(r)?));
+        }
+        Ok(ops)
+    }
+
+    fn key_of(&self, record: &[u8]) -> Result<Vec<u8>, StorageError> {
+        let r: R = codec::decode(record)?;
+        Ok(codec::encode(&r.key())?)
+    }
+
+    fn rows_of(&self, key: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let k: R::Key = codec::decode(key)?;
+        self.0
+            .read(&k)
+            .iter()
+            .map(|r| Ok(codec::encode(r)?))
+            .collect()
+    }
+}
+
+/// Decides a node-owned conflict on encoded rows (built from a typed
+/// callback by `Replication::on_conflict`).
+pub(crate) type Resolver =
+    Arc<dyn Fn(&[u8], (&str, &[Vec<u8>]), (&str, &[Vec<u8>])) -> ConflictWinner + Send + Sync>;
+
+/// Replication's view of one declared table on this node.
+pub(crate) struct TableState {
+    pub(crate) def: TableDef,
+    /// This node holds (or wants) a copy.
+    pub(crate) holds: bool,
+    /// The copy is loaded and follows the primary: it may serve reads and
+    /// be primary.
+    pub(crate) in_sync: bool,
+    /// The history this copy follows.
+    pub(crate) epoch: Epoch,
+    /// Nodes that copied the table from us and receive our commits even
+    /// before they show up in the table's group.
+    pub(crate) followers: BTreeSet<String>,
+    /// Replicas that missed an ack: no commits go to them until they copy
+    /// the table again.
+    pub(crate) stale: BTreeSet<String>,
+    /// We handed the primary role to this (smaller-named) node that just
+    /// copied the table; refuse commits until it is seen or gone.
+    pub(crate) handed_over: Option<(String, Instant)>,
+    /// Node-owned tables: owner of each encoded key.
+    pub(crate) owners: HashMap<Vec<u8>, String>,
+    /// The local replica actor.
+    pub(crate) replica: Option<ActorRef<ReplMsg>>,
+    /// Its id under the supervisor.
+    pub(crate) child: Option<ActorId>,
+    pub(crate) helper: Arc<dyn Helper>,
+    pub(crate) resolver: Option<Resolver>,
+}
+
+/// A commit waiting for acks.
+pub(crate) struct Pending {
+    pub(crate) tables: Vec<String>,
+    pub(crate) waiting: BTreeSet<String>,
+    pub(crate) done: Option<oneshot::Sender<()>>,
+}
+
+/// Everything replication shares between the API, the hook and the actors.
+pub(crate) struct Shared {
+    pub(crate) db: Db,
+    pub(crate) node: Node,
+    pub(crate) me: String,
+    pub(crate) cfg: ReplicationConfig,
+    pub(crate) tables: Mutex<HashMap<String, TableState>>,
+    pub(crate) pending: Mutex<HashMap<u64, Pending>>,
+    pub(crate) schema: Mutex<BTreeMap<String, Vec<SchemaEntry>>>,
+    pub(crate) events: broadcast::Sender<ReplicationEvent>,
+    pub(crate) sup: DynamicSupervisorRef,
+    pub(crate) db_actor: Mutex<Option<ActorRef<ReplMsg>>>,
+    /// (node, node-owned table) pairs we sent our rows to since it came up.
+    pub(crate) rows_sent: Mutex<HashSet<(String, String)>>,
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, ev: ReplicationEvent) {
+        tracing::info!(node = %self.me, event = ?ev, "replication");
+        let _ = self.events.send(ev);
+    }
+
+    /// In-sync replicas of `table` on nodes that are up, sorted by node.
+    pub(crate) fn members(&self, table: &str) -> Vec<GlobalRef<ReplMsg>> {
+        self.node.members_of::<ReplMsg>(SCOPE, &table_group(table))
+    }
+
+    /// The node actor of `node`.
+    pub(crate) fn db_of(&self, node: &str) -> Option<GlobalRef<ReplMsg>> {
+        self.node
+            .members_of::<ReplMsg>(SCOPE, DBS)
+            .into_iter()
+            .find(|g| g.node() == node)
+    }
+
+    /// Node actors of every other node that is up.
+    pub(crate) fn other_dbs(&self) -> Vec<GlobalRef<ReplMsg>> {
+        self.node
+            .members_of::<ReplMsg>(SCOPE, DBS)
+            .into_iter()
+            .filter(|g| g.node() != self.me)
+            .collect()
+    }
+
+    /// The primary of `table`: the smallest-named in-sync replica up.
+    pub(crate) fn primary(&self, table: &str) -> Option<GlobalRef<ReplMsg>> {
+        self.members(table).into_iter().next()
+    }
+
+    /// True when this node may commit to `table` now.
+    pub(crate) fn am_primary(&self, table: &str) -> bool {
+        let members: Vec<String> = self
+            .members(table)
+            .iter()
+            .map(|g| g.node().to_string())
+            .collect();
+        let mut tables = self.tables.lock();
+        let Some(t) = tables.get_mut(table) else {
+            return false;
+        };
+        if let Some((to, since)) = &t.handed_over {
+            // The handover is over once the new primary is seen in the
+            // group (or it never showed up).
+            if members.contains(to) || since.elapsed() > self.cfg.call_timeout * 2 {
+                t.handed_over = None;
+            }
+        }
+        if !t.in_sync || t.handed_over.is_some() {
+            return false;
+        }
+        let first = members.first();
+        // Our own join is visible to us at once; a missing group view
+        // (right after joining) means we are not primary yet.
+        first == Some(&self.me)
+    }
+
+    /// Starts our own epoch for `table` if the last one was another node's.
+    pub(crate) fn ensure_epoch(&self, table: &str) -> Epoch {
+        let mut tables = self.tables.lock();
+        match tables.get_mut(table) {
+            Some(t) => {
+                if t.epoch.1 != self.me {
+                    t.epoch = (t.epoch.0 + 1, self.me.clone());
+                }
+                t.epoch.clone()
+            }
+            None => (0, self.me.clone()),
+        }
+    }
+
+    /// Forgets `node` in every pending commit; completes those with nobody
+    /// left to wait for.
+    pub(crate) fn ack(&self, seq: Option<u64>, node: &str) {
+        let mut pending = self.pending.lock();
+        let seqs: Vec<u64> = match seq {
+            Some(s) => vec![s],
+            None => pending.keys().copied().collect(),
+        };
+        for s in seqs {
+            if let Some(p) = pending.get_mut(&s) {
+                p.waiting.remove(node);
+                if p.waiting.is_empty() {
+                    if let Some(done) = p.done.take() {
+                        let _ = done.send(());
+                    }
+                    pending.remove(&s);
+                }
+            }
+        }
+    }
+
+    /// The merged schema.
+    pub(crate) fn schema(&self) -> Vec<TableSchema> {
+        let mut out: BTreeMap<String, TableSchema> = BTreeMap::new();
+        for (node, entries) in self.schema.lock().iter() {
+            for e in entries {
+                let s = out
+                    .entry(e.def.name.clone())
+                    .or_insert_with(|| TableSchema {
+                        def: e.def.clone(),
+                        copies: BTreeMap::new(),
+                    });
+                if e.holds {
+                    s.copies.insert(node.clone(), e.def.copy);
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
+    /// Our part of the schema, from the declared tables.
+    pub(crate) fn own_schema(&self) -> Vec<SchemaEntry> {
+        let mut v: Vec<SchemaEntry> = self
+            .tables
+            .lock()
+            .values()
+            .map(|t| SchemaEntry {
+                def: t.def.clone(),
+                holds: t.holds,
+            })
+            .collect();
+        v.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+        v
+    }
+
+    /// Records our part of the schema and sends it to every node.
+    pub(crate) fn publish_schema(&self) {
+        let tables = self.own_schema();
+        self.schema.lock().insert(self.me.clone(), tables.clone());
+        for db in self.other_dbs() {
+            let _ = db.cast(ReplMsg::Schema {
+                node: self.me.clone(),
+                tables: tables.clone(),
+            });
+        }
+    }
+
+    pub(crate) fn cast_db(&self, msg: ReplMsg) {
+        if let Some(a) = self.db_actor.lock().as_ref() {
+            let _ = a.cast(msg);
+        }
+    }
+}
