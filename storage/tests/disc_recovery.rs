@@ -142,3 +142,26 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Any bytes at all in a segment or a snapshot file: open returns Ok or
+    /// an error, and never panics.
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        segment in prop::collection::vec(any::<u8>(), 0..600),
+        snapshot in prop::collection::vec(any::<u8>(), 0..100),
+        with_snapshot in any::<bool>(),
+    ) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        write_log(tmp.path(), 1 << 20, &[b"seed".to_vec()]);
+        let seg = segments(tmp.path()).pop().expect("segment");
+        fs::write(&seg, &segment).expect("garbage segment");
+        if with_snapshot {
+            let snap = tmp.path().join("snapshots").join("t.00000000000000000001.snap");
+            fs::write(snap, &snapshot).expect("garbage snapshot");
+        }
+        let _ = DiscLog::open(tmp.path(), options(1 << 20));
+    }
+}

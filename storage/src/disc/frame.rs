@@ -144,7 +144,8 @@ pub(crate) fn scan_segment(
                     lsn: frame.lsn,
                     payload: buf[frame.payload_start..frame.end].to_vec(),
                 });
-                expected += 1;
+                // Saturating: a forged frame at u64::MAX must not panic.
+                expected = expected.saturating_add(1);
                 off = frame.end;
             }
             Err(fault) => {

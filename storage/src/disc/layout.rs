@@ -140,9 +140,12 @@ pub(crate) fn list_segments(log_dir: &Path) -> DiscResult<Vec<(Lsn, PathBuf)>> {
         let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".log")) else {
             continue;
         };
+        // LSNs start at 1; a segment named 0 was not written by us.
         let lsn = stem
             .parse::<Lsn>()
-            .map_err(|_| DiscError::NotADiscDirectory {
+            .ok()
+            .filter(|lsn| *lsn > 0)
+            .ok_or_else(|| DiscError::NotADiscDirectory {
                 path: path.clone(),
                 reason: "log segment name is not an LSN".into(),
             })?;
