@@ -195,7 +195,11 @@ impl DiscLog {
     /// or the new one is there, whole. Older snapshots of the table are
     /// deleted once the new one is durable. A snapshot older than the stored
     /// one is refused ([`DiscError::StaleSnapshot`]).
+    ///
+    /// The log is fsynced first, so that (whatever the sync policy) a
+    /// snapshot never survives a crash that the frames it holds do not.
     pub async fn write_snapshot(&self, table: &str, lsn: Lsn, bytes: Vec<u8>) -> DiscResult<()> {
+        self.sync().await?;
         let shared = Arc::clone(&self.shared);
         let table = table.to_string();
         run_blocking(&self.shared.layout.snap_dir, move || {
