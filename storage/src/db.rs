@@ -183,6 +183,16 @@ impl Db {
         Table::from_any(self.clone(), any)
     }
 
+    /// Tables with recovered data (snapshot or log frames) that the code
+    /// has not declared yet; their data lives only in the log until then.
+    pub fn undeclared_recovered_tables(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.pending.lock().keys().cloned().collect();
+        names.extend(self.inner.snapshots.lock().keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Names and definitions of the declared tables.
     pub fn tables(&self) -> Vec<TableDef> {
         self.inner

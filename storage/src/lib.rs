@@ -20,12 +20,14 @@
 pub mod backend;
 mod db;
 pub mod disc;
+pub mod durable;
 mod error;
 mod record;
 pub mod replica;
 mod table;
 
 pub use db::{CommitLog, DEFAULT_MAX_RETRIES, Db, Frame, Table, Tx};
+pub use durable::DurableDb;
 pub use error::StorageError;
 pub use record::{CopyType, IndexValue, Record, TableDef, TableKind, index_value};
 pub use table::{Op, RawOp, TableEvent};
