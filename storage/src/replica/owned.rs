@@ -65,13 +65,11 @@ impl Shared {
         self.note_owners(&self.me, &tx.writes);
         let mut per_node: BTreeMap<String, Vec<(String, Vec<RawOp>)>> = BTreeMap::new();
         for (name, ops) in &tx.writes {
-            for m in self.members(name) {
-                if m.node() != self.me {
-                    per_node
-                        .entry(m.node().to_string())
-                        .or_default()
-                        .push((name.clone(), ops.clone()));
-                }
+            for node in self.owned_targets(name) {
+                per_node
+                    .entry(node)
+                    .or_default()
+                    .push((name.clone(), ops.clone()));
             }
         }
         let mut sends = Vec::new();
@@ -102,6 +100,26 @@ impl Shared {
                 self.ack(Some(seq), &node);
             }
         }
+    }
+
+    /// Other live nodes holding `table`: its group, and the nodes whose
+    /// schema says so (a new copy is in the schema before our view of the
+    /// group shows it; its schema message is also what makes us send it
+    /// our rows, so every row reaches it one way or the other).
+    fn owned_targets(&self, table: &str) -> std::collections::BTreeSet<String> {
+        let mut out: std::collections::BTreeSet<String> = self
+            .members(table)
+            .iter()
+            .map(|g| g.node().to_string())
+            .collect();
+        for (node, entries) in self.schema.lock().iter() {
+            if entries.iter().any(|e| e.holds && e.def.name == table) {
+                out.insert(node.clone());
+            }
+        }
+        out.remove(&self.me);
+        out.retain(|n| self.node.is_up(n));
+        out
     }
 
     /// Node actor: apply another node's rows and ack.
@@ -188,8 +206,8 @@ impl Shared {
 
     /// Node actor: `node` told us its schema; send it our rows of the
     /// node-owned tables we both hold, once per time it comes up.
-    pub(crate) fn send_rows_to(&self, node: &str, entries: &[SchemaEntry]) {
-        let Some(db) = self.db_of(node) else { return };
+    pub(crate) fn send_rows_to(self: &Arc<Self>, node: &str, entries: &[SchemaEntry]) {
+        let mut msgs = Vec::new();
         for e in entries {
             if !e.holds || !e.def.node_owned {
                 continue;
@@ -212,12 +230,34 @@ impl Shared {
                     .filter_map(|(k, _)| t.helper.rows_of(k).ok().map(|r| (k.clone(), r)))
                     .collect::<Vec<_>>()
             };
-            let _ = db.cast(ReplMsg::OwnedRows {
+            msgs.push(ReplMsg::OwnedRows {
                 from: self.me.clone(),
                 table: e.def.name.clone(),
                 rows,
             });
         }
+        if msgs.is_empty() {
+            return;
+        }
+        let (me, node) = (self.clone(), node.to_string());
+        tokio::spawn(async move {
+            // Its schema can arrive before our view of pg shows its node
+            // actor.
+            let deadline = tokio::time::Instant::now() + me.cfg.call_timeout;
+            loop {
+                if let Some(db) = me.db_of(&node) {
+                    for m in msgs {
+                        let _ = db.cast(m);
+                    }
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(%node, "node actor not found; node-owned rows not sent");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
     }
 
     /// Node actor: merge `from`'s rows of `table`.
