@@ -16,20 +16,29 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use beamline_runtime::codec;
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
 use crate::db::{CommitLog, Db};
 use crate::disc::{DiscLog, DiscOptions};
 use crate::error::StorageError;
 
-/// What a table's snapshot file holds: the rows and the commit sequence
-/// they reflect.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    seq: u64,
-    rows: Vec<u8>,
+/// A table's snapshot file holds the commit sequence the rows reflect (8
+/// bytes, little endian), then the table's dump. Not one codec value: a big
+/// table would exceed the codec's per-value limit.
+fn snapshot_body(seq: u64, rows: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + rows.len());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&rows);
+    out
+}
+
+fn parse_snapshot(bytes: &[u8]) -> Result<(u64, Vec<u8>), StorageError> {
+    let (seq, rows) = bytes
+        .split_first_chunk::<8>()
+        .ok_or(StorageError::CorruptDump(
+            "snapshot shorter than its header",
+        ))?;
+    Ok((u64::from_le_bytes(*seq), rows.to_vec()))
 }
 
 struct LogAdapter(Arc<DiscLog>);
@@ -96,8 +105,8 @@ impl DurableDb {
         }
         let mut snapshots = Vec::with_capacity(recovery.snapshots.len());
         for s in &recovery.snapshots {
-            let body: SnapshotBody = codec::decode(&s.bytes)?;
-            snapshots.push((s.table.clone(), body.seq, body.rows));
+            let (seq, rows) = parse_snapshot(&s.bytes)?;
+            snapshots.push((s.table.clone(), seq, rows));
         }
         // Segments are dropped whole, so frames a snapshot already holds may
         // still be here: the per-table seq filter in `Db` skips them.
@@ -121,7 +130,7 @@ impl DurableDb {
         self.log.sync().await.map_err(disc_err)?;
         let lsn = self.log.last_lsn() + 1;
         for (table, seq, rows) in self.db.dump_tables()? {
-            let body = codec::encode(&SnapshotBody { seq, rows })?;
+            let body = snapshot_body(seq, rows);
             self.log
                 .write_snapshot(&table, lsn, body)
                 .await

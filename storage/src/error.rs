@@ -39,6 +39,12 @@ pub enum StorageError {
     /// written.
     #[error("transaction aborted: {0}")]
     Aborted(String),
+    /// A record encodes to more than 4 GiB.
+    #[error("record too large to store ({0} bytes)")]
+    RecordTooLarge(usize),
+    /// A table dump (snapshot or copy) is damaged.
+    #[error("damaged table dump: {0}")]
+    CorruptDump(&'static str),
     /// The durable log failed; the commit may not be durable.
     #[error("disc log: {0}")]
     Disc(String),

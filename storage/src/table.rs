@@ -203,7 +203,9 @@ impl<R: Record> TableCore<R> {
 
     /// Applies `ops` as commit `seq`; caller holds `commit_lock`.
     pub(crate) fn apply(&self, ops: &[Op<R>], seq: u64) {
-        let mut events = Vec::with_capacity(ops.len());
+        // Events cost clones: build them only for someone.
+        let notify = !self.subscribers.lock().is_empty();
+        let mut events = Vec::with_capacity(if notify { ops.len() } else { 0 });
         {
             let mut rows = self.rows.write();
             for op in ops {
@@ -219,11 +221,13 @@ impl<R: Record> TableCore<R> {
                                 rows.len = rows.len - old.len() + 1;
                                 rows.map.insert(key, vec![rec.clone()]);
                                 rows.index_add(rec);
-                                events.push(TableEvent::Write {
-                                    seq,
-                                    new: rec.clone(),
-                                    old,
-                                });
+                                if notify {
+                                    events.push(TableEvent::Write {
+                                        seq,
+                                        new: rec.clone(),
+                                        old,
+                                    });
+                                }
                             }
                             TableKind::Bag => {
                                 if old.iter().any(|o| same(o, rec)) {
@@ -232,11 +236,13 @@ impl<R: Record> TableCore<R> {
                                 rows.map.entry(key).or_default().push(rec.clone());
                                 rows.len += 1;
                                 rows.index_add(rec);
-                                events.push(TableEvent::Write {
-                                    seq,
-                                    new: rec.clone(),
-                                    old: Vec::new(),
-                                });
+                                if notify {
+                                    events.push(TableEvent::Write {
+                                        seq,
+                                        new: rec.clone(),
+                                        old: Vec::new(),
+                                    });
+                                }
                             }
                         }
                     }
@@ -246,11 +252,13 @@ impl<R: Record> TableCore<R> {
                             for o in &old {
                                 rows.index_remove(o);
                             }
-                            events.push(TableEvent::Delete {
-                                seq,
-                                key: key.clone(),
-                                old,
-                            });
+                            if notify {
+                                events.push(TableEvent::Delete {
+                                    seq,
+                                    key: key.clone(),
+                                    old,
+                                });
+                            }
                         }
                     }
                     Op::DeleteObject(rec) => {
@@ -270,11 +278,13 @@ impl<R: Record> TableCore<R> {
                         rows.len -= removed;
                         rows.index_remove(rec);
                         rows.index_refresh(&key);
-                        events.push(TableEvent::Delete {
-                            seq,
-                            key,
-                            old: vec![rec.clone()],
-                        });
+                        if notify {
+                            events.push(TableEvent::Delete {
+                                seq,
+                                key,
+                                old: vec![rec.clone()],
+                            });
+                        }
                     }
                 }
             }
@@ -384,11 +394,35 @@ impl<R: Record> AnyTable for TableCore<R> {
     }
 
     fn dump(&self) -> Result<Vec<u8>, StorageError> {
-        Ok(codec::encode(&self.all())?)
+        // Length-prefixed records, one after another, rather than one
+        // encoded Vec: a big table stays under the codec's per-value limit
+        // and can be read back one record at a time.
+        let mut out = Vec::new();
+        for rec in self.all() {
+            let bytes = codec::encode(&rec)?;
+            let len = u32::try_from(bytes.len())
+                .map_err(|_| StorageError::RecordTooLarge(bytes.len()))?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        Ok(out)
     }
 
     fn load(&self, bytes: &[u8], seq: u64) -> Result<(), StorageError> {
-        let records: Vec<R> = codec::decode(bytes)?;
+        let mut records: Vec<R> = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (len, tail) = rest
+                .split_first_chunk::<4>()
+                .ok_or(StorageError::CorruptDump("truncated length"))?;
+            let len = u32::from_le_bytes(*len) as usize;
+            if tail.len() < len {
+                return Err(StorageError::CorruptDump("truncated record"));
+            }
+            let (rec, tail) = tail.split_at(len);
+            records.push(codec::decode(rec)?);
+            rest = tail;
+        }
         let _guard = self.commit_lock.lock();
         {
             let mut rows = self.rows.write();
