@@ -97,6 +97,22 @@ fn event_line(ev: &ReplicationEvent) -> String {
             loser,
             ..
         } => format!("event conflict {table} {winner} {loser}"),
+        ReplicationEvent::PartitionDetected { table, peer, won } => {
+            let how = if *won { "won" } else { "lost" };
+            format!("event partition {table} {how} {peer}")
+        }
+        ReplicationEvent::PartitionLost {
+            table,
+            winner,
+            lost,
+        } => {
+            let mut keys: Vec<String> = lost
+                .iter()
+                .map(|(k, _)| beamline_runtime::codec::decode::<String>(k).unwrap_or_default())
+                .collect();
+            keys.sort();
+            format!("event lostrows {table} {winner} {}", keys.join(","))
+        }
         other => format!("event other {other:?}"),
     }
 }

@@ -69,12 +69,15 @@ impl Actor for ReplActor {
                     let _ = reply.send(r);
                 });
             }
-            ReplMsg::Apply {
+            ReplMsg::Apply { from, seq, tables } => s.on_apply(from, seq, tables).await,
+            ReplMsg::Copy { table, reply } => {
+                let _ = reply.send(s.on_copy(&table));
+            }
+            ReplMsg::Status {
                 from,
-                epoch,
-                seq,
-                tables,
-            } => s.on_apply(from, epoch, seq, tables).await,
+                table,
+                history,
+            } => s.on_status(from, table, history).await,
             ReplMsg::Ack { seq, node } => s.ack(Some(seq), &node),
             ReplMsg::Stale { table } | ReplMsg::SyncTable { table } => s.sync_table(&table).await,
             ReplMsg::Schema { node, tables } => {

@@ -13,9 +13,10 @@ use tokio::time::Instant;
 
 use crate::db::{CommitFail, CommitHook, RawTx};
 use crate::error::StorageError;
-use crate::table::RawOp;
 
-use super::state::{CommitReply, Epoch, Pending, ReplMsg, ReplicationEvent, Shared};
+use super::state::{
+    ApplyTable, CommitReply, Epoch, Pending, ReplMsg, ReplicationEvent, Shared, note_history,
+};
 
 /// The hook the `Db` calls for commits on replicated tables.
 pub(crate) struct Hook(pub(crate) Arc<Shared>);
@@ -174,35 +175,42 @@ impl Shared {
         epochs: &BTreeMap<String, Epoch>,
         done: oneshot::Sender<()>,
     ) {
-        let mut per_node: BTreeMap<String, Vec<(String, u64, Vec<RawOp>)>> = BTreeMap::new();
-        let mut epoch = (0, self.me.clone());
+        let mut per_node: BTreeMap<String, Vec<ApplyTable>> = BTreeMap::new();
         {
-            let tables = self.tables.lock();
+            let mut tables = self.tables.lock();
             for (name, prev) in prevs {
-                let Some(t) = tables.get(name) else { continue };
+                let Some(t) = tables.get_mut(name) else {
+                    continue;
+                };
                 let ops = tx
                     .writes
                     .iter()
                     .find(|(n, _)| n == name)
                     .map(|(_, o)| o.clone())
                     .unwrap_or_default();
-                if let Some(e) = epochs.get(name) {
-                    epoch = epoch.max(e.clone());
-                }
+                let epoch = epochs.get(name).cloned().unwrap_or_else(|| t.epoch.clone());
                 let mut targets: BTreeSet<String> = self
                     .members(name)
                     .iter()
                     .map(|g| g.node().to_string())
                     .collect();
                 targets.extend(t.followers.iter().cloned());
+                targets.retain(|n| {
+                    *n != self.me
+                        && !t.stale.contains(n)
+                        && self.node.is_up(n)
+                        && self.db_of(n).is_some()
+                });
+                let replicas = targets.len() as u32 + 1;
+                note_history(&mut t.history, &epoch, seq, replicas);
                 for node in targets {
-                    if node == self.me || t.stale.contains(&node) || !self.node.is_up(&node) {
-                        continue;
-                    }
-                    per_node
-                        .entry(node)
-                        .or_default()
-                        .push((name.clone(), *prev, ops.clone()));
+                    per_node.entry(node).or_default().push(ApplyTable {
+                        name: name.clone(),
+                        epoch: epoch.clone(),
+                        prev: *prev,
+                        replicas,
+                        ops: ops.clone(),
+                    });
                 }
             }
         }
@@ -216,7 +224,6 @@ impl Shared {
                     db,
                     ReplMsg::Apply {
                         from: self.me.clone(),
-                        epoch: epoch.clone(),
                         seq,
                         tables,
                     },
@@ -292,28 +299,37 @@ impl Shared {
     pub(crate) async fn on_apply(
         self: &Arc<Self>,
         from: String,
-        epoch: Epoch,
         seq: u64,
-        tables: Vec<(String, u64, Vec<RawOp>)>,
+        tables: Vec<ApplyTable>,
     ) {
         let mut apply = Vec::new();
         let mut resync = Vec::new();
+        let mut reconcile = Vec::new();
         {
-            let st = self.tables.lock();
-            for (name, prev, ops) in tables {
-                let Some(t) = st.get(&name) else { continue };
+            let mut st = self.tables.lock();
+            for a in tables {
+                let Some(t) = st.get_mut(&a.name) else {
+                    continue;
+                };
                 if !t.in_sync || !t.holds {
                     continue;
                 }
-                let version = self.db.any_table(&name).map_or(0, |a| a.version());
-                if epoch < t.epoch || (epoch == t.epoch && version >= seq) {
-                    // Old history, or already in a dump we loaded.
+                let version = self.db.any_table(&a.name).map_or(0, |x| x.version());
+                if a.epoch == t.epoch && version >= seq {
+                    // Already in a dump we loaded.
                     continue;
                 }
-                if epoch > t.epoch || version != prev {
-                    resync.push(name);
+                if a.epoch < t.epoch {
+                    // An older history than ours: a partition healing.
+                    // Never ignore it silently: compare histories.
+                    reconcile.push(a.name);
+                } else if a.epoch > t.epoch || version != a.prev {
+                    // A newer primary, or a missed commit: copy the table
+                    // from the current primary.
+                    resync.push(a.name);
                 } else {
-                    apply.push((name, ops));
+                    note_history(&mut t.history, &a.epoch, seq, a.replicas);
+                    apply.push((a.name, a.ops));
                 }
             }
         }
@@ -328,6 +344,11 @@ impl Shared {
                     tracing::warn!(%seq, error = %e, "cannot apply replicated commit; resyncing");
                     resync.extend(apply.into_iter().map(|(n, _)| n));
                 }
+            }
+        }
+        for name in reconcile {
+            if !self.reconcile_with(&from, &name).await {
+                resync.push(name);
             }
         }
         for name in resync {

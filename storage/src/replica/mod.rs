@@ -23,6 +23,7 @@
 mod actor;
 mod commit;
 mod owned;
+mod partition;
 mod state;
 mod sync;
 
@@ -41,7 +42,10 @@ use crate::db::{Db, Table};
 use crate::error::StorageError;
 use crate::record::{CopyType, Record, TableDef};
 
-pub use state::{ConflictWinner, Epoch, ReplicationConfig, ReplicationEvent, TableSchema};
+pub use state::{
+    Branch, ConflictWinner, Epoch, PartitionDecider, ReplicationConfig, ReplicationEvent,
+    TableSchema,
+};
 
 use actor::{ReplActor, Role};
 use state::{ReplMsg, Shared, TableState, Typed};
@@ -184,6 +188,8 @@ impl Replication {
                 child: None,
                 helper: Arc::new(Typed(table.clone())),
                 resolver: None,
+                history: Vec::new(),
+                decider: None,
             },
         );
         Ok(table)
@@ -282,7 +288,7 @@ impl Replication {
                 reply,
             })
             .await?;
-        Ok(codec::decode(&bytes)?)
+        state::decode_dump(&bytes)
     }
 
     fn local_in_sync(&self, table: &str) -> bool {
@@ -374,6 +380,25 @@ impl Replication {
         });
         if let Some(t) = self.shared.tables.lock().get_mut(&table.def().name) {
             t.resolver = Some(resolver);
+        }
+    }
+}
+
+impl Replication {
+    /// Sets who wins when `table` diverged in a partition (both sides
+    /// committed): `decide(first, second)` gets both sides' branches,
+    /// `first` being the one whose primary has the smaller name, and names
+    /// the winner. Without it the side whose commits reached more copies
+    /// wins, and a tie goes to `first`. Set the same rule on every node.
+    /// The losing side's copies report the rows they lose
+    /// ([`ReplicationEvent::PartitionLost`]) and copy the winner's table.
+    pub fn on_partition(
+        &self,
+        table: &str,
+        decide: impl Fn(&Branch, &Branch) -> ConflictWinner + Send + Sync + 'static,
+    ) {
+        if let Some(t) = self.shared.tables.lock().get_mut(table) {
+            t.decider = Some(Arc::new(decide));
         }
     }
 }

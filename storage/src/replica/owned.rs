@@ -356,6 +356,7 @@ impl Shared {
                         node: me.me.clone(),
                         tables: me.own_schema(),
                     });
+                    me.send_status(&db);
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

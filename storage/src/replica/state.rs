@@ -34,6 +34,52 @@ pub(crate) fn table_group(table: &str) -> String {
 /// to notice that their copy came from another history.
 pub type Epoch = (u64, String);
 
+/// One epoch in a table copy's history: the last commit seen in it and
+/// how many copies (primary included) that commit went to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HistEntry {
+    pub(crate) epoch: Epoch,
+    pub(crate) version: u64,
+    pub(crate) replicas: u32,
+}
+
+/// How many epochs a copy remembers.
+const HISTORY: usize = 64;
+
+/// Records commit `version` of `epoch` (sent to `replicas` copies).
+pub(crate) fn note_history(h: &mut Vec<HistEntry>, epoch: &Epoch, version: u64, replicas: u32) {
+    match h.last_mut() {
+        Some(l) if l.epoch == *epoch => {
+            l.version = version;
+            l.replicas = replicas;
+        }
+        _ => h.push(HistEntry {
+            epoch: epoch.clone(),
+            version,
+            replicas,
+        }),
+    }
+    if h.len() > HISTORY {
+        h.remove(0);
+    }
+}
+
+/// One side of a partition, as seen when it heals: the primary it
+/// followed, how many copies its last commit reached, and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branch {
+    /// The primary of the side's first commit after the split.
+    pub primary: String,
+    /// Copies (primary included) its commits reached after the split.
+    pub replicas: u32,
+    /// Its table version.
+    pub version: u64,
+}
+
+/// Chooses the side that wins after a partition; `First` is the branch
+/// whose `primary` has the smaller name (both sides decide alike).
+pub type PartitionDecider = Arc<dyn Fn(&Branch, &Branch) -> ConflictWinner + Send + Sync>;
+
 /// Timings of replication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicationConfig {
@@ -111,6 +157,28 @@ pub enum ReplicationEvent {
         /// Keys merged.
         keys: usize,
     },
+    /// This node met `peer` after a partition in which both committed to
+    /// `table`; `won` tells whether this node's side kept its writes.
+    PartitionDetected {
+        /// Table.
+        table: String,
+        /// The node whose history was compared.
+        peer: String,
+        /// True when this node's side won.
+        won: bool,
+    },
+    /// This node's side lost a partition: its copy was replaced by
+    /// `winner`'s, and these rows (encoded key, this node's encoded
+    /// records; empty records: a key the winner has and we did not) were
+    /// not in the winner's copy or differed.
+    PartitionLost {
+        /// Table.
+        table: String,
+        /// The node it copied from.
+        winner: String,
+        /// The rows of this side that the winner's copy does not have.
+        lost: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
+    },
     /// Two nodes owned the same key of a node-owned table; `winner` keeps
     /// it, `loser`'s row (`lost`, encoded records) was replaced.
     OwnerConflict {
@@ -148,6 +216,20 @@ pub(crate) struct SyncReply {
     pub(crate) version: u64,
     pub(crate) dump: Vec<u8>,
     pub(crate) epoch: Epoch,
+    pub(crate) history: Vec<HistEntry>,
+}
+
+/// One table's part of a replicated commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ApplyTable {
+    pub(crate) name: String,
+    /// The table's epoch at the primary.
+    pub(crate) epoch: Epoch,
+    /// The table's version before this commit (a gap means a missed one).
+    pub(crate) prev: u64,
+    /// Copies this commit goes to, primary included.
+    pub(crate) replicas: u32,
+    pub(crate) ops: Vec<RawOp>,
 }
 
 /// A primary's answer to a forwarded commit.
@@ -184,13 +266,23 @@ pub(crate) enum ReplMsg {
         node: String,
         reply: ReplyTo<Result<SyncReply, String>>,
     },
-    /// Primary to replica (node actor): apply commit `seq`; per table the
-    /// version it had before (a gap means a missed commit).
+    /// Primary to replica (node actor): apply commit `seq`.
     Apply {
         from: String,
-        epoch: Epoch,
         seq: u64,
-        tables: Vec<(String, u64, Vec<RawOp>)>,
+        tables: Vec<ApplyTable>,
+    },
+    /// To any in-sync copy: the table with its epoch and history (for
+    /// reconciling histories; the caller does not become a follower).
+    Copy {
+        table: String,
+        reply: ReplyTo<Result<SyncReply, String>>,
+    },
+    /// A copy's history, sent to a node that came up, to find partitions.
+    Status {
+        from: String,
+        table: String,
+        history: Vec<HistEntry>,
     },
     /// Replica to the committing node: commit `seq` is applied.
     Ack { seq: u64, node: String },
@@ -245,13 +337,17 @@ pub(crate) trait Helper: Send + Sync {
     fn key_of(&self, record: &[u8]) -> Result<Vec<u8>, StorageError>;
     /// The local records under an encoded key, each encoded.
     fn rows_of(&self, key: &[u8]) -> Result<Vec<Vec<u8>>, StorageError>;
+    /// Local rows that `dump` lacks or holds differently: (encoded key,
+    /// local encoded records).
+    #[allow(clippy::type_complexity)]
+    fn lost_rows(&self, dump: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, StorageError>;
 }
 
 pub(crate) struct Typed<R: Record>(pub(crate) Table<R>);
 
 impl<R: Record> Helper for Typed<R> {
     fn replace_ops(&self, dump: &[u8]) -> Result<Vec<RawOp>, StorageError> {
-        let records: Vec<R> = codec::decode(dump)?;
+        let records: Vec<R> = decode_dump(dump)?;
         let mut ops = Vec::new();
         let mut keys: Vec<R::Key> = self.0.all().iter().map(Record::key).collect();
         keys.dedup();
@@ -269,6 +365,25 @@ impl<R: Record> Helper for Typed<R> {
         Ok(codec::encode(&r.key())?)
     }
 
+    fn lost_rows(&self, dump: &[u8]) -> Result<Vec<(Vec<u8>, Vec<Vec<u8>>)>, StorageError> {
+        let theirs: Vec<R> = decode_dump(dump)?;
+        let mut by_key: BTreeMap<R::Key, Vec<Vec<u8>>> = BTreeMap::new();
+        for r in &theirs {
+            by_key.entry(r.key()).or_default().push(codec::encode(r)?);
+        }
+        let mut mine: BTreeMap<R::Key, Vec<Vec<u8>>> = BTreeMap::new();
+        for r in self.0.all() {
+            mine.entry(r.key()).or_default().push(codec::encode(&r)?);
+        }
+        let mut out = Vec::new();
+        for (k, recs) in &mine {
+            if by_key.get(k) != Some(recs) {
+                out.push((codec::encode(k)?, recs.clone()));
+            }
+        }
+        Ok(out)
+    }
+
     fn rows_of(&self, key: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
         let k: R::Key = codec::decode(key)?;
         self.0
@@ -277,6 +392,25 @@ impl<R: Record> Helper for Typed<R> {
             .map(|r| Ok(codec::encode(r)?))
             .collect()
     }
+}
+
+/// Decodes a table dump (`AnyTable::dump`: length-prefixed records).
+pub(crate) fn decode_dump<R: Record>(bytes: &[u8]) -> Result<Vec<R>, StorageError> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or(StorageError::CorruptDump("truncated length"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(StorageError::CorruptDump("truncated record"));
+        }
+        let (rec, tail) = tail.split_at(len);
+        out.push(codec::decode(rec)?);
+        rest = tail;
+    }
+    Ok(out)
 }
 
 /// Decides a node-owned conflict on encoded rows (built from a typed
@@ -311,6 +445,10 @@ pub(crate) struct TableState {
     pub(crate) child: Option<ActorId>,
     pub(crate) helper: Arc<dyn Helper>,
     pub(crate) resolver: Option<Resolver>,
+    /// Epochs this copy went through (to find partitions).
+    pub(crate) history: Vec<HistEntry>,
+    /// Who wins after a partition; `None`: the majority.
+    pub(crate) decider: Option<PartitionDecider>,
 }
 
 /// A commit waiting for acks.

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use beamline_runtime::codec;
 use tokio::time::Instant;
 
 use super::state::{ReplMsg, ReplicationEvent, SCOPE, Shared, SyncReply, table_group};
@@ -68,6 +67,9 @@ impl Shared {
             match reply {
                 Ok(Ok(reply)) => match self.load(table, &reply).await {
                     Ok(()) => {
+                        if let Some(t) = self.tables.lock().get_mut(table) {
+                            t.history = reply.history.clone();
+                        }
                         self.become_in_sync(table, Some((from, reply.epoch)), reply.version)
                             .await;
                         return;
@@ -83,7 +85,11 @@ impl Shared {
     }
 
     /// Replaces the local copy with the dump, as one logged commit.
-    async fn load(&self, table: &str, reply: &SyncReply) -> Result<(), crate::StorageError> {
+    pub(crate) async fn load(
+        &self,
+        table: &str,
+        reply: &SyncReply,
+    ) -> Result<(), crate::StorageError> {
         let helper = self
             .tables
             .lock()
@@ -96,7 +102,7 @@ impl Shared {
             .await
     }
 
-    async fn become_in_sync(
+    pub(crate) async fn become_in_sync(
         &self,
         table: &str,
         from: Option<(String, super::state::Epoch)>,
@@ -173,6 +179,7 @@ impl Shared {
             version,
             dump,
             epoch,
+            history: t.history.clone(),
         })
     }
 
@@ -220,8 +227,8 @@ impl Shared {
         if let Some(id) = child {
             let _ = self.sup.terminate_child(id).await;
         }
-        let empty = codec::encode(&Vec::<()>::new()).map_err(|e| e.to_string())?;
-        let ops = helper.replace_ops(&empty).map_err(|e| e.to_string())?;
+        // An empty dump: no records.
+        let ops = helper.replace_ops(&[]).map_err(|e| e.to_string())?;
         let durable = self
             .db
             .apply_remote(self.db.last_seq() + 1, &[(table.to_string(), ops)], false)
