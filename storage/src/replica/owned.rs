@@ -346,6 +346,9 @@ impl Shared {
     /// own, which triggers the exchange of node-owned rows).
     pub(crate) async fn on_node_up(self: &Arc<Self>, node: String) {
         let me = self.clone();
+        // Our histories as they are now, before its own status can make us
+        // copy its side: the peer must see what we did while apart.
+        let statuses = self.statuses();
         tokio::spawn(async move {
             // Its node actor shows up in the group shortly after the
             // connection.
@@ -356,7 +359,9 @@ impl Shared {
                         node: me.me.clone(),
                         tables: me.own_schema(),
                     });
-                    me.send_status(&db);
+                    for s in statuses {
+                        let _ = db.cast(s);
+                    }
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

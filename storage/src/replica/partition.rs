@@ -151,6 +151,15 @@ impl Shared {
                 if won {
                     true
                 } else {
+                    // Our side's history, before we copy theirs: the peer
+                    // may have missed it (its status and ours cross).
+                    if let Some(db) = self.db_of(from) {
+                        let _ = db.cast(ReplMsg::Status {
+                            from: self.me.clone(),
+                            table: table.to_string(),
+                            history: mine,
+                        });
+                    }
                     self.adopt(from, table, true).await
                 }
             }
@@ -271,8 +280,9 @@ impl Shared {
         })
     }
 
-    /// Sends our history of every in-sync replicated table to `node`.
-    pub(crate) fn send_status(&self, db: &beamline_runtime::cluster::GlobalRef<ReplMsg>) {
+    /// Our history of every in-sync replicated table, as `Status`
+    /// messages.
+    pub(crate) fn statuses(&self) -> Vec<ReplMsg> {
         let statuses: Vec<(String, Vec<HistEntry>)> = self
             .tables
             .lock()
@@ -280,13 +290,14 @@ impl Shared {
             .filter(|(_, t)| t.holds && t.in_sync && !t.def.node_owned)
             .map(|(n, t)| (n.clone(), t.history.clone()))
             .collect();
-        for (table, history) in statuses {
-            let _ = db.cast(ReplMsg::Status {
+        statuses
+            .into_iter()
+            .map(|(table, history)| ReplMsg::Status {
                 from: self.me.clone(),
                 table,
                 history,
-            });
-        }
+            })
+            .collect()
     }
 }
 
