@@ -5,15 +5,18 @@
 //! of these as real processes.
 //!
 //! Flags: `--name N --port P [--seeds ip:port,...] [--hb-ms 250]
-//! [--hb-timeout-ms 2000] [--ack-ms 2000]`.
+//! [--hb-timeout-ms 2000] [--ack-ms 2000] [--dir DATA_DIR]` (with `--dir`
+//! the database is a `DurableDb` there, and `create T disc` makes a disc
+//! copy).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beamline_runtime::cluster::{Node, NodeConfig, Timings};
+use beamline_storage::disc::DiscOptions;
 use beamline_storage::replica::{ConflictWinner, Replication, ReplicationConfig, ReplicationEvent};
-use beamline_storage::{CopyType, Db, Record, Table, TableDef};
+use beamline_storage::{CopyType, Db, DurableDb, Record, Table, TableDef};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -39,6 +42,7 @@ struct Args {
     hb_ms: u64,
     hb_timeout_ms: u64,
     ack_ms: u64,
+    dir: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -49,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
         hb_ms: 250,
         hb_timeout_ms: 2000,
         ack_ms: 2000,
+        dir: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -67,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
             "--hb-ms" => a.hb_ms = num(v)?,
             "--hb-timeout-ms" => a.hb_timeout_ms = num(v)?,
             "--ack-ms" => a.ack_ms = num(v)?,
+            "--dir" => a.dir = Some(v.clone()),
             other => return Err(format!("unknown flag {other}")),
         }
         i += 2;
@@ -120,6 +126,8 @@ fn event_line(ev: &ReplicationEvent) -> String {
 struct Ctx {
     node: Node,
     db: Db,
+    /// Keeps the data directory's log open.
+    _durable: Option<DurableDb>,
     repl: Replication,
     loads: Mutex<Vec<JoinHandle<Result<u64, String>>>>,
 }
@@ -156,7 +164,19 @@ async fn main() {
         println!("joinerr {e}");
         return;
     }
-    let db = Db::in_memory();
+    let durable = match &args.dir {
+        Some(dir) => match DurableDb::open(dir, DiscOptions::default()).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                println!("diskerr {e}");
+                return;
+            }
+        },
+        None => None,
+    };
+    let db = durable
+        .as_ref()
+        .map_or_else(Db::in_memory, |d| d.db().clone());
     let config = ReplicationConfig {
         ack_timeout: Duration::from_millis(args.ack_ms),
         ..ReplicationConfig::default()
@@ -179,6 +199,7 @@ async fn main() {
     let ctx = Arc::new(Ctx {
         node,
         db,
+        _durable: durable,
         repl,
         loads: Mutex::new(Vec::new()),
     });
@@ -238,6 +259,9 @@ async fn command(ctx: &Arc<Ctx>, line: &str) -> Result<String, String> {
         // create TABLE ram|none [owned]
         "create" => {
             let mut def = TableDef::new(arg(1));
+            if arg(2) == "disc" {
+                def = def.copy(CopyType::Disc);
+            }
             if arg(3) == "owned" {
                 def = def.node_owned();
             }
@@ -355,6 +379,12 @@ async fn command(ctx: &Arc<Ctx>, line: &str) -> Result<String, String> {
             ctx.repl.del_table_copy(arg(1), arg(2)).await.map_err(e)?;
             Ok(String::new())
         }
+        // The rows this node's copy holds, without waiting for sync.
+        "localkeys" => Ok(ctx
+            .db
+            .table::<Kv>(arg(1))
+            .map(|t| t.all().len().to_string())
+            .unwrap_or_else(|_| "undeclared".into())),
         "primary" => Ok(ctx.repl.primary(arg(1)).unwrap_or_else(|| "none".into())),
         "insync" => Ok(ctx.repl.is_in_sync(arg(1)).to_string()),
         "schema" => Ok(ctx
