@@ -11,6 +11,9 @@
 //!   name order);
 //! - subscriptions to a table's changes, delivered in commit order;
 //! - [`CommitLog`]: where commits of disc tables go to become durable;
+//! - [`replica::Replication`]: copies of tables on several cluster nodes —
+//!   replica actors, a primary per table, copies added under load,
+//!   node-owned tables, partition healing;
 //! - [`backend`]: the small trait the XMPP server keeps its persistent data
 //!   through (accounts with SCRAM credentials, per-user maps, queues and
 //!   documents), with [`backend::TablesBackend`] as the embedded default.

@@ -112,3 +112,35 @@ fn transactions_from_three_nodes_on_one_counter_are_exact() {
         assert_eq!(n.ok("keys kv"), "ctr=450", "{}", n.name);
     }
 }
+
+#[test]
+fn multi_table_transactions_need_one_primary() {
+    let (mut n1, mut n2, mut n3) = three_nodes("rm");
+    for n in [&mut n1, &mut n2, &mut n3] {
+        n.ok("create kv ram");
+        n.ok("create kv2 ram");
+    }
+    // `narrow` lives on rm2 and rm3 only: its primary is rm2, not rm1.
+    n1.ok("create narrow none");
+    n2.ok("create narrow ram");
+    n3.ok("create narrow ram");
+    wait_until("primaries", Duration::from_secs(10), || {
+        n3.ok("primary kv") == "rm1" && n3.ok("primary narrow") == "rm2"
+    });
+
+    // Same primary: atomic, on every copy when it returns.
+    n3.ok("tx2 kv kv2 k 7");
+    for n in [&mut n1, &mut n2, &mut n3] {
+        assert_eq!(n.ok("keys kv"), "k=7", "{}", n.name);
+        assert_eq!(n.ok("keys kv2"), "k=7", "{}", n.name);
+    }
+    // Different primaries: refused, nothing written.
+    let r = n1.cmd("tx2 kv narrow j 1");
+    assert!(r.contains("different primaries"), "{r}");
+    assert_eq!(n2.ok("keys kv"), "k=7");
+    assert_eq!(n2.ok("keys narrow"), "");
+    // The table without a copy on rm1 is still written and read from rm1.
+    n1.ok("put narrow n 5");
+    assert_eq!(n1.ok("get narrow n"), "5");
+    assert_eq!(n3.ok("keys narrow"), "n=5");
+}

@@ -339,6 +339,22 @@ async fn command(ctx: &Arc<Ctx>, line: &str) -> Result<String, String> {
             }
             Ok(String::new())
         }
+        // tx2 T1 T2 KEY VAL: one transaction writing KEY=VAL to both tables.
+        "tx2" => {
+            let (t1, t2) = (table(ctx, arg(1))?, table(ctx, arg(2))?);
+            let rec = Kv {
+                key: arg(3).into(),
+                val: num(4)?,
+            };
+            ctx.db
+                .transaction(|tx| {
+                    tx.write(&t1, rec.clone())?;
+                    tx.write(&t2, rec.clone())
+                })
+                .await
+                .map_err(e)?;
+            Ok(String::new())
+        }
         // load TABLE PREFIX N: background dirty writes PREFIX0..N.
         "load" => {
             let t = table(ctx, arg(1))?;
