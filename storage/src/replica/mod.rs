@@ -360,6 +360,31 @@ impl Replication {
         self.shared.events.subscribe()
     }
 
+    /// Delivers every replication event to `actor` until it stops (events
+    /// a slow actor's forwarder falls 1024 behind on are skipped, with a
+    /// warning).
+    pub fn subscribe_actor<M>(&self, actor: ractor::ActorRef<M>)
+    where
+        M: ractor::Message + From<ReplicationEvent>,
+    {
+        let mut rx = self.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        if actor.send_message(M::from(ev)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "replication events skipped");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// Sets how a node-owned table settles a key owned by two nodes when
     /// they meet: `f(key, first, second)` gets each owner's node and rows,
     /// `first` being the smaller node name, and names the winner. Without
