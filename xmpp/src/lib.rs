@@ -1,5 +1,37 @@
 //! beamline-xmpp: the XMPP server (streams, sessions, routing, modules).
 //!
-//! Not built yet: this crate holds the place of the server described in
-//! `ARCHITECTURE.md`. It sits on top of `beamline-storage`,
-//! `beamline-supervision` and `beamline-runtime`.
+//! Built so far, the bottom of the interface layer described in
+//! `ARCHITECTURE.md`:
+//!
+//! - [`stream`]: the XML stream codec. [`StreamDecoder`] is fed bytes in
+//!   chunks of any size and yields [`StreamEvent`]s (header, one element
+//!   per stanza, close), enforcing [`StreamLimits`]; it rejects comments,
+//!   processing instructions, DTDs and undefined entities, and never
+//!   expands an entity. Headers, stanzas and the close tag are written
+//!   back with [`StreamHeader::write_to`], [`Element::write_in_stream`] and
+//!   [`stream::write_stream_close`]. See `docs/xml-stream.md`.
+//! - [`xml`]: the element tree ([`Element`], [`Node`]), its builder and
+//!   its serializer with escaping.
+//! - [`ns`]: every namespace, in one place.
+//! - [`jid`]: JIDs (RFC 7622) from the `jid` crate; a bad one is the
+//!   stanza error `jid-malformed`.
+//! - [`stream_error`]: stream errors (RFC 6120 §4.9), what a peer is sent
+//!   before its stream closes; every [`DecodeError`] maps to one.
+//! - [`stanza_error`]: stanza errors (RFC 6120 §8.3) and
+//!   [`stanza_error::error_reply`].
+//!
+//! The crate has one XML stack, quick-xml, and parses each complete stanza
+//! with its synchronous reader.
+
+pub mod jid;
+pub mod ns;
+pub mod stanza_error;
+pub mod stream;
+pub mod stream_error;
+pub mod xml;
+
+pub use crate::jid::{BareJid, FullJid, Jid};
+pub use stanza_error::{ErrorType, StanzaError, StanzaErrorCondition};
+pub use stream::{DecodeError, StreamDecoder, StreamEvent, StreamHeader, StreamLimits};
+pub use stream_error::{StreamError, StreamErrorCondition};
+pub use xml::{Element, ElementBuilder, Node};
