@@ -259,7 +259,9 @@ impl StreamDecoder {
                     }
                     self.pos = text_end;
                     if found.is_none() {
-                        if self.depth > 1 {
+                        // Stream-level whitespace was dropped; anything else
+                        // counts against the header or the stanza.
+                        if self.depth != 1 {
                             self.check_size()?;
                         }
                         return Ok(None);
@@ -385,7 +387,7 @@ impl StreamDecoder {
                                 return Err(DecodeError::Malformed("invalid markup after <!["));
                             }
                             if n < OPEN.len() {
-                                self.pos = len;
+                                // Look again from `[` once more bytes come.
                                 return Ok(None);
                             }
                             if self.depth < 2 {

@@ -304,6 +304,16 @@ fn start_element(
         }
         if let Some(p) = key.strip_prefix("xmlns:") {
             check_prefix_declaration(p, &value)?;
+            if p == "stream" {
+                // The serializer owns the `stream` prefix (bound by every
+                // header we write), so it may only be bound to the stream
+                // namespace, and the declaration is not kept.
+                if value != ns::STREAM {
+                    return Err(DecodeError::BadNamespacePrefix(p.to_owned()));
+                }
+                scope.stack.push((p.to_owned(), Cow::Borrowed(ns::STREAM)));
+                continue;
+            }
             scope.stack.push((p.to_owned(), ns::intern(&value)));
         }
         // Prefix declarations stay as attributes, so that prefixed
@@ -315,7 +325,8 @@ fn start_element(
         let Some((p, _)) = key.split_once(':') else {
             continue;
         };
-        if p == "xmlns" || p == "xml" || scope.bound_in_stanza(p) {
+        // `stream` is the serializer's to declare.
+        if p == "xmlns" || p == "xml" || p == "stream" || scope.bound_in_stanza(p) {
             continue;
         }
         // Bound by the stream header only: declare it on the element, so

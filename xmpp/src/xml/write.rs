@@ -23,12 +23,16 @@ pub(super) fn write_element(
         out.extend_from_slice(b"stream:");
     }
     out.extend_from_slice(el.name().as_bytes());
+    // A fragment written alone must bind `stream` itself where it is first
+    // used, by the element name or by an attribute.
+    let declare_stream =
+        !stream_prefix_bound && (is_stream || el.attrs().any(|(n, _)| n.starts_with("stream:")));
+    if declare_stream {
+        out.extend_from_slice(b" xmlns:stream='");
+        out.extend_from_slice(ns::STREAM.as_bytes());
+        out.push(b'\'');
+    }
     let child_default = if is_stream {
-        if !stream_prefix_bound {
-            out.extend_from_slice(b" xmlns:stream='");
-            out.extend_from_slice(ns::STREAM.as_bytes());
-            out.push(b'\'');
-        }
         parent_default
     } else {
         if parent_default != Some(ns) {
@@ -41,7 +45,8 @@ pub(super) fn write_element(
     for (name, value) in el.attrs() {
         // The namespace is written from `ns`; a stray `xmlns` attribute
         // would contradict it.
-        if name == "xmlns" || (is_stream && !stream_prefix_bound && name == "xmlns:stream") {
+        // `stream` is bound by the stream header, or above for a fragment.
+        if name == "xmlns" || name == "xmlns:stream" {
             continue;
         }
         out.push(b' ');
@@ -55,7 +60,7 @@ pub(super) fn write_element(
         return;
     }
     out.push(b'>');
-    let bound = stream_prefix_bound || is_stream;
+    let bound = stream_prefix_bound || declare_stream;
     for node in el.nodes() {
         match node {
             Node::Element(child) => write_element(child, out, child_default, bound),
