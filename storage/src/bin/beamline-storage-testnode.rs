@@ -123,13 +123,16 @@ fn event_line(ev: &ReplicationEvent) -> String {
     }
 }
 
+/// A background load: writes acknowledged, and the error that stopped it.
+type LoadResult = (i64, Option<String>);
+
 struct Ctx {
     node: Node,
     db: Db,
     /// Keeps the data directory's log open.
     _durable: Option<DurableDb>,
     repl: Replication,
-    loads: Mutex<Vec<JoinHandle<Result<u64, String>>>>,
+    loads: Mutex<Vec<JoinHandle<LoadResult>>>,
 }
 
 #[tokio::main]
@@ -355,7 +358,8 @@ async fn command(ctx: &Arc<Ctx>, line: &str) -> Result<String, String> {
                 .map_err(e)?;
             Ok(String::new())
         }
-        // load TABLE PREFIX N: background dirty writes PREFIX0..N.
+        // load TABLE PREFIX N: background dirty writes PREFIX0..N; stops
+        // at the first error.
         "load" => {
             let t = table(ctx, arg(1))?;
             let prefix = arg(2).to_string();
@@ -363,26 +367,42 @@ async fn command(ctx: &Arc<Ctx>, line: &str) -> Result<String, String> {
             let h = tokio::spawn(async move {
                 let mut done = 0;
                 for i in 0..n {
-                    t.dirty_write(Kv {
-                        key: format!("{prefix}{i}"),
-                        val: i,
-                    })
-                    .await
-                    .map_err(|e| format!("write {i}: {e}"))?;
+                    let w = t
+                        .dirty_write(Kv {
+                            key: format!("{prefix}{i}"),
+                            val: i,
+                        })
+                        .await;
+                    if let Err(e) = w {
+                        return (done, Some(format!("write {i}: {e}")));
+                    }
                     done += 1;
                 }
-                Ok(done)
+                (done, None)
             });
             ctx.loads.lock().push(h);
             Ok(String::new())
         }
+        // loadwait: acknowledged writes of all loads, then their errors.
         "loadwait" => {
             let hs: Vec<_> = ctx.loads.lock().drain(..).collect();
             let mut total = 0;
+            let mut errs = Vec::new();
             for h in hs {
-                total += h.await.map_err(|e| e.to_string())??;
+                let (done, err) = h.await.map_err(|e| e.to_string())?;
+                total += done;
+                errs.extend(err);
             }
-            Ok(total.to_string())
+            Ok(format!("{total} {}", errs.join("; ")).trim().to_string())
+        }
+        // has TABLE PREFIX N: how many of PREFIX0..N the local copy holds.
+        "has" => {
+            let t = table(ctx, arg(1))?;
+            let n = num(3)?;
+            let found = (0..n)
+                .filter(|i| t.get(&format!("{}{i}", arg(2))).is_some())
+                .count();
+            Ok(found.to_string())
         }
         "addcopy" => {
             ctx.repl

@@ -356,11 +356,12 @@ impl Shared {
             // holds it: ack after loading.
             self.sync_table(&name).await;
         }
-        if let Some(db) = self.db_of(&from) {
-            let _ = db.cast(ReplMsg::Ack {
+        self.cast_when_up(
+            &from,
+            vec![ReplMsg::Ack {
                 seq,
                 node: self.me.clone(),
-            });
-        }
+            }],
+        );
     }
 }

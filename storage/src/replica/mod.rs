@@ -121,7 +121,14 @@ impl Replication {
                 };
                 let Some(s) = weak.upgrade() else { return };
                 match ev {
-                    ClusterEvent::NodeUp { node } => s.cast_db(ReplMsg::NodeUp(node)),
+                    ClusterEvent::NodeUp { node } => {
+                        for t in s.tables.lock().values_mut() {
+                            if t.holds && !t.def.node_owned {
+                                t.awaiting.insert(node.clone(), Instant::now());
+                            }
+                        }
+                        s.cast_db(ReplMsg::NodeUp(node));
+                    }
                     ClusterEvent::NodeDown { node, .. } => {
                         // At once, not behind the node actor's queue:
                         // commits waiting for this node's acks go on.
@@ -129,6 +136,8 @@ impl Replication {
                         for t in s.tables.lock().values_mut() {
                             t.followers.remove(&node);
                             t.stale.remove(&node);
+                            t.awaiting.remove(&node);
+                            t.status_from.remove(&node);
                             if t.handed_over.as_ref().is_some_and(|(n, _)| *n == node) {
                                 t.handed_over = None;
                             }
@@ -190,6 +199,8 @@ impl Replication {
                 resolver: None,
                 history: Vec::new(),
                 decider: None,
+                awaiting: HashMap::new(),
+                status_from: HashSet::new(),
             },
         );
         Ok(table)

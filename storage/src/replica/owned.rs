@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -123,7 +122,12 @@ impl Shared {
     }
 
     /// Node actor: apply another node's rows and ack.
-    pub(crate) async fn on_owned(&self, from: String, seq: u64, tables: Vec<(String, Vec<RawOp>)>) {
+    pub(crate) async fn on_owned(
+        self: &Arc<Self>,
+        from: String,
+        seq: u64,
+        tables: Vec<(String, Vec<RawOp>)>,
+    ) {
         let held: Vec<(String, Vec<RawOp>)> = {
             let st = self.tables.lock();
             tables
@@ -144,12 +148,13 @@ impl Shared {
                 Err(e) => tracing::warn!(%from, error = %e, "cannot apply node-owned commit"),
             }
         }
-        if let Some(db) = self.db_of(&from) {
-            let _ = db.cast(ReplMsg::Ack {
+        self.cast_when_up(
+            &from,
+            vec![ReplMsg::Ack {
                 seq,
                 node: self.me.clone(),
-            });
-        }
+            }],
+        );
     }
 
     /// Commits `writes` on this node only (purges and merges: every node
@@ -239,25 +244,8 @@ impl Shared {
         if msgs.is_empty() {
             return;
         }
-        let (me, node) = (self.clone(), node.to_string());
-        tokio::spawn(async move {
-            // Its schema can arrive before our view of pg shows its node
-            // actor.
-            let deadline = tokio::time::Instant::now() + me.cfg.call_timeout;
-            loop {
-                if let Some(db) = me.db_of(&node) {
-                    for m in msgs {
-                        let _ = db.cast(m);
-                    }
-                    return;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(%node, "node actor not found; node-owned rows not sent");
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
+        // Its schema can arrive before our view of pg shows its node actor.
+        self.cast_when_up(node, msgs);
     }
 
     /// Node actor: merge `from`'s rows of `table`.
@@ -345,27 +333,14 @@ impl Shared {
     /// Node actor: a peer came up: tell it our schema (it answers with its
     /// own, which triggers the exchange of node-owned rows).
     pub(crate) async fn on_node_up(self: &Arc<Self>, node: String) {
-        let me = self.clone();
         // Our histories as they are now, before its own status can make us
         // copy its side: the peer must see what we did while apart.
-        let statuses = self.statuses();
-        tokio::spawn(async move {
-            // Its node actor shows up in the group shortly after the
-            // connection.
-            let deadline = tokio::time::Instant::now() + me.cfg.call_timeout;
-            while tokio::time::Instant::now() < deadline {
-                if let Some(db) = me.db_of(&node) {
-                    let _ = db.cast(ReplMsg::Schema {
-                        node: me.me.clone(),
-                        tables: me.own_schema(),
-                    });
-                    for s in statuses {
-                        let _ = db.cast(s);
-                    }
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
+        let mut msgs = vec![ReplMsg::Schema {
+            node: self.me.clone(),
+            tables: self.own_schema(),
+        }];
+        msgs.extend(self.statuses());
+        // Its node actor shows up in the group shortly after the connection.
+        self.cast_when_up(&node, msgs);
     }
 }

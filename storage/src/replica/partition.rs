@@ -112,6 +112,10 @@ impl Shared {
         theirs: Vec<HistEntry>,
     ) {
         self.reconcile(&from, &table, &theirs).await;
+        // Only now may we commit as primary again (see `awaiting`).
+        if let Some(t) = self.tables.lock().get_mut(&table) {
+            t.status_from.insert(from);
+        }
     }
 
     /// Decides what to do about `from`'s history; returns true when the
@@ -153,13 +157,14 @@ impl Shared {
                 } else {
                     // Our side's history, before we copy theirs: the peer
                     // may have missed it (its status and ours cross).
-                    if let Some(db) = self.db_of(from) {
-                        let _ = db.cast(ReplMsg::Status {
+                    self.cast_when_up(
+                        from,
+                        vec![ReplMsg::Status {
                             from: self.me.clone(),
                             table: table.to_string(),
                             history: mine,
-                        });
-                    }
+                        }],
+                    );
                     self.adopt(from, table, true).await
                 }
             }
@@ -280,15 +285,23 @@ impl Shared {
         })
     }
 
-    /// Our history of every in-sync replicated table, as `Status`
-    /// messages.
+    /// Our history of every replicated table we declared, as `Status`
+    /// messages (empty where we hold no in-sync copy: the peer then has
+    /// nothing to compare, but knows it need not wait for us).
     pub(crate) fn statuses(&self) -> Vec<ReplMsg> {
         let statuses: Vec<(String, Vec<HistEntry>)> = self
             .tables
             .lock()
             .iter()
-            .filter(|(_, t)| t.holds && t.in_sync && !t.def.node_owned)
-            .map(|(n, t)| (n.clone(), t.history.clone()))
+            .filter(|(_, t)| !t.def.node_owned)
+            .map(|(n, t)| {
+                let h = if t.holds && t.in_sync {
+                    t.history.clone()
+                } else {
+                    Vec::new()
+                };
+                (n.clone(), h)
+            })
             .collect();
         statuses
             .into_iter()

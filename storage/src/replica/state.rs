@@ -449,7 +449,17 @@ pub(crate) struct TableState {
     pub(crate) history: Vec<HistEntry>,
     /// Who wins after a partition; `None`: the majority.
     pub(crate) decider: Option<PartitionDecider>,
+    /// Peers that came up and whose history we have not compared yet: we
+    /// do not commit as primary meanwhile (a frozen or cut-off primary
+    /// that comes back must not commit on its stale copy).
+    pub(crate) awaiting: HashMap<String, Instant>,
+    /// Peers whose history arrived since they last came up.
+    pub(crate) status_from: HashSet<String>,
 }
+
+/// How long a primary waits for the history of a peer that came up
+/// before it commits again (a peer without replication never sends one).
+pub(crate) const STATUS_WAIT: Duration = Duration::from_secs(1);
 
 /// A commit waiting for acks.
 pub(crate) struct Pending {
@@ -528,6 +538,12 @@ impl Shared {
         if !t.in_sync || t.handed_over.is_some() {
             return false;
         }
+        let seen = &t.status_from;
+        t.awaiting
+            .retain(|n, since| !seen.contains(n) && since.elapsed() < STATUS_WAIT);
+        if !t.awaiting.is_empty() {
+            return false;
+        }
         let first = members.first();
         // Our own join is visible to us at once; a missing group view
         // (right after joining) means we are not primary yet.
@@ -603,16 +619,65 @@ impl Shared {
         v
     }
 
-    /// Records our part of the schema and sends it to every node.
+    /// Records our part of the schema and sends it to every node, with our
+    /// histories (a table declared after a peer came up gets its status
+    /// there this way; the peer may be waiting for it).
     pub(crate) fn publish_schema(&self) {
         let tables = self.own_schema();
         self.schema.lock().insert(self.me.clone(), tables.clone());
+        let statuses = self.statuses();
         for db in self.other_dbs() {
             let _ = db.cast(ReplMsg::Schema {
                 node: self.me.clone(),
                 tables: tables.clone(),
             });
+            for s in &statuses {
+                if let ReplMsg::Status {
+                    from,
+                    table,
+                    history,
+                } = s
+                {
+                    let _ = db.cast(ReplMsg::Status {
+                        from: from.clone(),
+                        table: table.clone(),
+                        history: history.clone(),
+                    });
+                }
+            }
         }
+    }
+
+    /// Casts `msgs` to `node`'s node actor once our view of the cluster
+    /// shows it (a peer's messages can arrive before its pg entries do),
+    /// giving up after `call_timeout`.
+    pub(crate) fn cast_when_up(self: &Arc<Self>, node: &str, msgs: Vec<ReplMsg>) {
+        if msgs.is_empty() {
+            return;
+        }
+        if let Some(db) = self.db_of(node) {
+            for m in msgs {
+                let _ = db.cast(m);
+            }
+            return;
+        }
+        let (me, node) = (self.clone(), node.to_string());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + me.cfg.call_timeout;
+            loop {
+                if let Some(db) = me.db_of(&node) {
+                    for m in msgs {
+                        let _ = db.cast(m);
+                    }
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(%node, "node actor not found; messages not sent");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
     }
 
     pub(crate) fn cast_db(&self, msg: ReplMsg) {
