@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use beamline_runtime::cluster::{ClusterEvent, Node};
 use beamline_runtime::codec;
-use beamline_supervision::{ChildSpec, DynamicSpec, DynamicSupervisor};
+use beamline_supervision::{ChildSpec, DynamicSpec, DynamicSupervisor, Intensity};
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -76,7 +76,16 @@ impl Replication {
         node: Node,
         config: ReplicationConfig,
     ) -> Result<Replication, StorageError> {
-        let (sup, _) = DynamicSupervisor::start(None, DynamicSpec::default())
+        // Replica actors hold no state of their own (it is in `Shared`),
+        // so restarts are cheap: allow a burst before escalating.
+        let spec = DynamicSpec {
+            intensity: Intensity {
+                max_restarts: 10,
+                period: Duration::from_secs(10),
+            },
+            ..DynamicSpec::default()
+        };
+        let (sup, _) = DynamicSupervisor::start(None, spec)
             .await
             .map_err(repl_err)?;
         let (events, _) = broadcast::channel(1024);
@@ -154,6 +163,21 @@ impl Replication {
     /// This node's name.
     pub fn node_name(&self) -> &str {
         &self.shared.me
+    }
+
+    /// Test hook: the current replica actor of `table` (or, with `None`,
+    /// the node actor), to crash it on purpose.
+    #[doc(hidden)]
+    pub fn actor_cell(&self, table: Option<&str>) -> Option<ractor::ActorCell> {
+        match table {
+            Some(t) => self
+                .shared
+                .tables
+                .lock()
+                .get(t)
+                .and_then(|s| s.replica.as_ref().map(|r| r.get_cell())),
+            None => self.shared.db_actor.lock().as_ref().map(|r| r.get_cell()),
+        }
     }
 
     /// Declares table `def` with a copy on this node (of type `def.copy`)
