@@ -371,4 +371,28 @@ mod tests {
         assert!(!wins(&t1, &t2, None));
         assert!(wins(&t2, &t1, None));
     }
+
+    #[test]
+    fn a_decider_overrides_the_majority_the_same_way_on_both_sides() {
+        let big = Branch {
+            primary: "a".into(),
+            replicas: 3,
+            version: 5,
+        };
+        let small = Branch {
+            primary: "b".into(),
+            replicas: 1,
+            version: 9,
+        };
+        // The side with the higher version wins, whatever its size.
+        let d: crate::replica::PartitionDecider = Arc::new(|first: &Branch, second: &Branch| {
+            if second.version > first.version {
+                ConflictWinner::Second
+            } else {
+                ConflictWinner::First
+            }
+        });
+        assert!(!wins(&big, &small, Some(&d)));
+        assert!(wins(&small, &big, Some(&d)));
+    }
 }
