@@ -371,6 +371,16 @@ fn push_reference(el: &mut Element, r: &BytesRef<'_>) -> Result<(), DecodeError>
     }
 }
 
+/// The root closed: it must end where the scanner's cut ends, or the two
+/// disagree about the markup and the input is not what it seems.
+fn whole(r: &Reader<&[u8]>, s: &str, el: Element) -> Result<Element, DecodeError> {
+    if r.buffer_position() == s.len() as u64 {
+        Ok(el)
+    } else {
+        Err(DecodeError::Malformed("element ends before its end tag"))
+    }
+}
+
 /// Parses one complete top-level element (the scanner guarantees `bytes`
 /// holds exactly one, with no comment, PI or DTD).
 pub(super) fn element(
@@ -399,7 +409,7 @@ pub(super) fn element(
                 scope.stack.truncate(mark);
                 match open.last_mut() {
                     Some((parent, _)) => parent.nodes_mut().push(Node::Element(el)),
-                    None => return Ok(el),
+                    None => return whole(&r, s, el),
                 }
             }
             Event::End(_) => {
@@ -409,7 +419,7 @@ pub(super) fn element(
                 scope.stack.truncate(mark);
                 match open.last_mut() {
                     Some((parent, _)) => parent.nodes_mut().push(Node::Element(el)),
-                    None => return Ok(el),
+                    None => return whole(&r, s, el),
                 }
             }
             Event::Text(t) => {
