@@ -107,6 +107,7 @@ impl Actor for ReplActor {
             ReplMsg::NodeDown(node) => {
                 s.rows_sent.lock().retain(|(n, _)| *n != node);
                 s.purge_rows_of(&node).await;
+                s.take_over_after(&node);
             }
         }
         Ok(())

@@ -203,12 +203,18 @@ impl Shared {
                 });
                 let replicas = targets.len() as u32 + 1;
                 note_history(&mut t.history, &epoch, seq, replicas);
+                let n = t.history.len();
+                let base = (n >= 2).then(|| {
+                    let b = &t.history[n - 2];
+                    (b.epoch.clone(), b.version)
+                });
                 for node in targets {
                     per_node.entry(node).or_default().push(ApplyTable {
                         name: name.clone(),
                         epoch: epoch.clone(),
                         prev: *prev,
                         replicas,
+                        base: base.clone(),
                         ops: ops.clone(),
                     });
                 }
@@ -268,6 +274,48 @@ impl Shared {
         }
     }
 
+    /// `node` went down: for every table we are now the primary of (and
+    /// were not), commit an empty barrier in our new epoch. Copies that
+    /// are exactly where we are follow it; a copy that got a commit of the
+    /// old primary that we did not (never acknowledged) or missed one we
+    /// got, copies the table: the copies agree again even if nobody
+    /// writes.
+    pub(crate) fn take_over_after(self: &Arc<Self>, node: &str) {
+        let candidates: Vec<String> = self
+            .tables
+            .lock()
+            .iter()
+            .filter(|(_, t)| t.holds && t.in_sync && !t.def.node_owned && t.epoch.1 != self.me)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for table in candidates {
+            if self.primary(&table).is_none_or(|p| p.node() != self.me) {
+                continue;
+            }
+            tracing::info!(%table, down = %node, "primary now; committing a barrier");
+            let me = self.clone();
+            tokio::spawn(async move {
+                let barrier = RawTx {
+                    reads: Vec::new(),
+                    writes: vec![(table.clone(), Vec::new())],
+                };
+                let deadline = Instant::now() + me.cfg.commit_timeout;
+                loop {
+                    match me.primary_commit(&barrier).await {
+                        CommitReply::NotPrimary if Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        CommitReply::Ok => return,
+                        other => {
+                            tracing::warn!(%table, ?other, "barrier commit failed");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
     /// Stops sending `table`'s commits to `node` and tells it to resync.
     pub(crate) fn mark_stale(&self, table: &str, node: &str) {
         {
@@ -319,10 +367,19 @@ impl Shared {
                     // Already in a dump we loaded.
                     continue;
                 }
+                let follows_base = version == a.prev
+                    && a.base.is_some()
+                    && a.base == t.history.last().map(|h| (h.epoch.clone(), h.version));
                 if a.epoch < t.epoch {
                     // An older history than ours: a partition healing.
                     // Never ignore it silently: compare histories.
                     reconcile.push(a.name);
+                } else if a.epoch > t.epoch && follows_base {
+                    // A new primary (failover, handover) that starts from
+                    // exactly our state: follow it without a copy.
+                    t.epoch = a.epoch.clone();
+                    note_history(&mut t.history, &a.epoch, seq, a.replicas);
+                    apply.push((a.name, a.ops));
                 } else if a.epoch > t.epoch || version != a.prev {
                     // A newer primary, or a missed commit: copy the table
                     // from the current primary.

@@ -229,6 +229,10 @@ pub(crate) struct ApplyTable {
     pub(crate) prev: u64,
     /// Copies this commit goes to, primary included.
     pub(crate) replicas: u32,
+    /// The epoch before `epoch` in the primary's history and its last
+    /// version: a copy that ended that epoch at that version holds exactly
+    /// the primary's state and follows the new epoch without a copy.
+    pub(crate) base: Option<(Epoch, u64)>,
     pub(crate) ops: Vec<RawOp>,
 }
 
