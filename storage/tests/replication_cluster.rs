@@ -139,6 +139,15 @@ fn multi_table_transactions_need_one_primary() {
     assert!(r.contains("different primaries"), "{r}");
     assert_eq!(n2.ok("keys kv"), "k=7");
     assert_eq!(n2.ok("keys narrow"), "");
+    // A table of one node only joins a transaction on that node when it
+    // is the primary of the others; elsewhere it is refused.
+    n1.ok("createlocal mine");
+    n2.ok("createlocal mine");
+    n1.ok("tx2 kv mine m 1");
+    assert_eq!(n3.ok("get kv m"), "1");
+    assert_eq!(n1.ok("keys mine"), "m=1");
+    let r = n2.cmd("tx2 kv mine m 2");
+    assert!(r.contains("different primaries"), "{r}");
     // The table without a copy on rm1 is still written and read from rm1.
     n1.ok("put narrow n 5");
     assert_eq!(n1.ok("get narrow n"), "5");

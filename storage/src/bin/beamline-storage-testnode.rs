@@ -287,6 +287,13 @@ async fn command(ctx: &Arc<Ctx>, line: &str) -> Result<String, String> {
             }
             Ok(String::new())
         }
+        // A table of this node only, outside replication.
+        "createlocal" => {
+            ctx.db
+                .create_table::<Kv>(TableDef::new(arg(1)))
+                .map_err(e)?;
+            Ok(String::new())
+        }
         "put" => {
             let t = table(ctx, arg(1))?;
             t.dirty_write(Kv {

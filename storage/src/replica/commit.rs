@@ -75,7 +75,14 @@ impl Shared {
 
     async fn try_commit(self: &Arc<Self>, tx: &RawTx, names: &[String]) -> Result<(), CommitFail> {
         let mut primaries = BTreeSet::new();
+        let mut replicated = None;
         for n in names {
+            if !self.tables.lock().contains_key(n) {
+                // A table of this node only: committed here.
+                primaries.insert(self.me.clone());
+                continue;
+            }
+            replicated.get_or_insert(n);
             match self.primary(n) {
                 Some(p) => primaries.insert(p.node().to_string()),
                 None => return Err(CommitFail::Retry),
@@ -98,7 +105,10 @@ impl Shared {
                 CommitReply::Error(e) => Err(err(e)),
             };
         }
-        let Some(target) = self.primary(&names[0]).filter(|p| p.node() == primary) else {
+        let Some(target) = replicated
+            .and_then(|n| self.primary(n))
+            .filter(|p| p.node() == primary)
+        else {
             return Err(CommitFail::Retry);
         };
         let reply = target
@@ -125,7 +135,8 @@ impl Shared {
     /// replica, wait for their acks (a late one is marked stale).
     pub(crate) async fn primary_commit(self: &Arc<Self>, tx: &RawTx) -> CommitReply {
         let names = tx.tables();
-        if !names.iter().all(|n| self.am_primary(n)) {
+        let local_only = |n: &String| !self.tables.lock().contains_key(n);
+        if !names.iter().all(|n| local_only(n) || self.am_primary(n)) {
             return CommitReply::NotPrimary;
         }
         let mut epochs: BTreeMap<String, Epoch> = BTreeMap::new();
@@ -143,7 +154,7 @@ impl Shared {
                 for n in &names {
                     if tables
                         .get(n)
-                        .is_none_or(|t| t.handed_over.is_some() || !t.in_sync)
+                        .is_some_and(|t| t.handed_over.is_some() || !t.in_sync)
                     {
                         return Err(CommitFail::Retry);
                     }
