@@ -22,10 +22,12 @@
 
 mod actor;
 mod commit;
+mod msg;
 mod owned;
 mod partition;
 mod state;
 mod sync;
+mod types;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

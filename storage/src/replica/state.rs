@@ -1,23 +1,30 @@
 //! What replication knows on one node: per-table state, pending acks,
-//! the schema, the messages replicas exchange, and small lookups.
+//! the schema, typed helpers, and small lookups.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use beamline_runtime::cluster::{GlobalRef, Node, ReplyTo};
+use beamline_runtime::cluster::{GlobalRef, Node};
 use beamline_runtime::codec;
 use beamline_supervision::DynamicSupervisorRef;
 use parking_lot::Mutex;
 use ractor::{ActorId, ActorRef};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 
-use crate::db::{Db, RawTx, Table};
+use crate::db::{Db, Table};
 use crate::error::StorageError;
-use crate::record::{CopyType, Record, TableDef};
+use crate::record::{Record, TableDef};
 use crate::table::RawOp;
+
+pub(crate) use super::msg::{
+    ApplyTable, CommitReply, HistEntry, ReplMsg, SchemaEntry, SyncReply, note_history,
+};
+pub use super::types::{
+    Branch, ConflictWinner, Epoch, PartitionDecider, ReplicationConfig, ReplicationEvent,
+    TableSchema,
+};
 
 /// Process-group scope of every replication actor.
 pub(crate) const SCOPE: &str = "storage";
@@ -28,310 +35,6 @@ pub(crate) const DBS: &str = "dbs";
 pub(crate) fn table_group(table: &str) -> String {
     format!("table:{table}")
 }
-
-/// Who may commit to a table and since when: (number, primary node).
-/// Every change of primary starts a higher epoch; replicas compare epochs
-/// to notice that their copy came from another history.
-pub type Epoch = (u64, String);
-
-/// One epoch in a table copy's history: the last commit seen in it and
-/// how many copies (primary included) that commit went to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct HistEntry {
-    pub(crate) epoch: Epoch,
-    pub(crate) version: u64,
-    pub(crate) replicas: u32,
-}
-
-/// How many epochs a copy remembers.
-const HISTORY: usize = 64;
-
-/// Records commit `version` of `epoch` (sent to `replicas` copies).
-pub(crate) fn note_history(h: &mut Vec<HistEntry>, epoch: &Epoch, version: u64, replicas: u32) {
-    match h.last_mut() {
-        Some(l) if l.epoch == *epoch => {
-            l.version = version;
-            l.replicas = replicas;
-        }
-        _ => h.push(HistEntry {
-            epoch: epoch.clone(),
-            version,
-            replicas,
-        }),
-    }
-    if h.len() > HISTORY {
-        h.remove(0);
-    }
-}
-
-/// One side of a partition, as seen when it heals: the primary it
-/// followed, how many copies its last commit reached, and its version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Branch {
-    /// The primary of the side's first commit after the split.
-    pub primary: String,
-    /// Copies (primary included) its commits reached after the split.
-    pub replicas: u32,
-    /// Its table version.
-    pub version: u64,
-}
-
-/// Chooses the side that wins after a partition; `First` is the branch
-/// whose `primary` has the smaller name (both sides decide alike).
-pub type PartitionDecider = Arc<dyn Fn(&Branch, &Branch) -> ConflictWinner + Send + Sync>;
-
-/// Timings of replication.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplicationConfig {
-    /// How long a primary waits for a replica's ack before marking it
-    /// stale (default 2 s).
-    pub ack_timeout: Duration,
-    /// Timeout of calls between nodes: commits forwarded to the primary,
-    /// remote reads, table copies (default 5 s).
-    pub call_timeout: Duration,
-    /// How long a commit keeps retrying while there is no primary (failover
-    /// in progress, no live replica) before it fails (default 10 s).
-    pub commit_timeout: Duration,
-    /// How long a node that finds no other replica of a table waits for one
-    /// to appear before it serves its own copy (default 300 ms).
-    pub settle: Duration,
-}
-
-impl Default for ReplicationConfig {
-    fn default() -> Self {
-        ReplicationConfig {
-            ack_timeout: Duration::from_secs(2),
-            call_timeout: Duration::from_secs(5),
-            commit_timeout: Duration::from_secs(10),
-            settle: Duration::from_millis(300),
-        }
-    }
-}
-
-/// Which of two conflicting owners keeps a node-owned row; `First` is the
-/// node with the smaller name (so both sides decide alike).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConflictWinner {
-    /// The owner with the smaller node name.
-    First,
-    /// The owner with the larger node name.
-    Second,
-}
-
-/// Something replication did that applications may want to know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ReplicationEvent {
-    /// The primary gave up waiting for `node`'s ack; the replica resyncs.
-    ReplicaStale {
-        /// Table.
-        table: String,
-        /// The late replica.
-        node: String,
-    },
-    /// This node loaded `table` from `from` (join, restart, stale, new
-    /// primary) and now serves it at `version`.
-    Synced {
-        /// Table.
-        table: String,
-        /// The primary it copied from (itself when it had no peer).
-        from: String,
-        /// The table version after loading.
-        version: u64,
-    },
-    /// A node went down and its rows of a node-owned table were removed.
-    RowsPurged {
-        /// Table.
-        table: String,
-        /// The node that went down.
-        node: String,
-        /// Keys removed.
-        keys: usize,
-    },
-    /// A node's rows of a node-owned table were merged in (it came up).
-    RowsMerged {
-        /// Table.
-        table: String,
-        /// The node whose rows arrived.
-        node: String,
-        /// Keys merged.
-        keys: usize,
-    },
-    /// This node met `peer` after a partition in which both committed to
-    /// `table`; `won` tells whether this node's side kept its writes.
-    PartitionDetected {
-        /// Table.
-        table: String,
-        /// The node whose history was compared.
-        peer: String,
-        /// True when this node's side won.
-        won: bool,
-    },
-    /// This node's side lost a partition: its copy was replaced by
-    /// `winner`'s, and these rows (encoded key, this node's encoded
-    /// records; empty records: a key the winner has and we did not) were
-    /// not in the winner's copy or differed.
-    PartitionLost {
-        /// Table.
-        table: String,
-        /// The node it copied from.
-        winner: String,
-        /// The rows of this side that the winner's copy does not have.
-        lost: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
-    },
-    /// Two nodes owned the same key of a node-owned table; `winner` keeps
-    /// it, `loser`'s row (`lost`, encoded records) was replaced.
-    OwnerConflict {
-        /// Table.
-        table: String,
-        /// Encoded key.
-        key: Vec<u8>,
-        /// The node that keeps the key.
-        winner: String,
-        /// The node whose row was dropped.
-        loser: String,
-    },
-}
-
-/// One table in the replicated schema, as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableSchema {
-    /// The definition (its `copy` is the declaring node's own).
-    pub def: TableDef,
-    /// Nodes (up now or seen before) holding a copy, with its type.
-    pub copies: BTreeMap<String, CopyType>,
-}
-
-/// One node's part of the schema: the tables it declared and whether it
-/// holds a copy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct SchemaEntry {
-    pub(crate) def: TableDef,
-    pub(crate) holds: bool,
-}
-
-/// What a primary sends a replica that copies a table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SyncReply {
-    pub(crate) version: u64,
-    pub(crate) dump: Vec<u8>,
-    pub(crate) epoch: Epoch,
-    pub(crate) history: Vec<HistEntry>,
-}
-
-/// One table's part of a replicated commit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ApplyTable {
-    pub(crate) name: String,
-    /// The table's epoch at the primary.
-    pub(crate) epoch: Epoch,
-    /// The table's version before this commit (a gap means a missed one).
-    pub(crate) prev: u64,
-    /// Copies this commit goes to, primary included.
-    pub(crate) replicas: u32,
-    /// The epoch before `epoch` in the primary's history and its last
-    /// version: a copy that ended that epoch at that version holds exactly
-    /// the primary's state and follows the new epoch without a copy.
-    pub(crate) base: Option<(Epoch, u64)>,
-    pub(crate) ops: Vec<RawOp>,
-}
-
-/// A primary's answer to a forwarded commit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum CommitReply {
-    Ok,
-    Conflict,
-    /// Not applied: the receiver is not (or no longer) the primary.
-    NotPrimary,
-    Error(String),
-}
-
-/// Messages of replication actors (per node: `Db` role; per table copy:
-/// `Table` role). Remote ones cross nodes in the runtime's envelope.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ReplMsg {
-    /// To a table's primary: validate and apply, replicate, then answer.
-    Commit(RawTx, ReplyTo<CommitReply>),
-    /// To any in-sync replica: the encoded records under an encoded key.
-    Read {
-        table: String,
-        key: Vec<u8>,
-        reply: ReplyTo<Result<Vec<u8>, String>>,
-    },
-    /// To any in-sync replica: every record, encoded.
-    Dump {
-        table: String,
-        reply: ReplyTo<Result<Vec<u8>, String>>,
-    },
-    /// To the primary: a copy of the table for `node`, which then receives
-    /// every later commit.
-    SyncFrom {
-        table: String,
-        node: String,
-        reply: ReplyTo<Result<SyncReply, String>>,
-    },
-    /// Primary to replica (node actor): apply commit `seq`.
-    Apply {
-        from: String,
-        seq: u64,
-        tables: Vec<ApplyTable>,
-    },
-    /// To any in-sync copy: the table with its epoch and history (for
-    /// reconciling histories; the caller does not become a follower).
-    Copy {
-        table: String,
-        reply: ReplyTo<Result<SyncReply, String>>,
-    },
-    /// A copy's history, sent to a node that came up, to find partitions.
-    Status {
-        from: String,
-        table: String,
-        history: Vec<HistEntry>,
-    },
-    /// Replica to the committing node: commit `seq` is applied.
-    Ack { seq: u64, node: String },
-    /// Primary to replica: you missed an ack; copy the table again.
-    Stale { table: String },
-    /// Local: (re)load `table` from its primary and join its group.
-    SyncTable { table: String },
-    /// A node's part of the schema.
-    Schema {
-        node: String,
-        tables: Vec<SchemaEntry>,
-    },
-    /// To a node: hold a copy of `table`.
-    AddCopy {
-        table: String,
-        copy: CopyType,
-        reply: ReplyTo<Result<(), String>>,
-    },
-    /// To a node: drop its copy of `table`.
-    DelCopy {
-        table: String,
-        reply: ReplyTo<Result<(), String>>,
-    },
-    /// A node-owned commit of `from`'s rows, broadcast by their owner.
-    Owned {
-        from: String,
-        seq: u64,
-        tables: Vec<(String, Vec<RawOp>)>,
-    },
-    /// All of `from`'s rows of a node-owned table: (encoded key, encoded
-    /// records).
-    OwnedRows {
-        from: String,
-        table: String,
-        rows: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
-    },
-    /// Local: a peer came up.
-    NodeUp(String),
-    /// Local: a peer went down.
-    NodeDown(String),
-    /// Local: start-up work of the actor (group joins).
-    Start,
-}
-
-impl ractor::Message for ReplMsg {}
 
 /// Typed help for one table, behind a trait object.
 pub(crate) trait Helper: Send + Sync {
