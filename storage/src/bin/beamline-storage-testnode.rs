@@ -133,6 +133,8 @@ struct Ctx {
     _durable: Option<DurableDb>,
     repl: Replication,
     loads: Mutex<Vec<JoinHandle<LoadResult>>>,
+    /// `loadall` loads: the keys whose writes were acknowledged.
+    acked_loads: Mutex<Vec<JoinHandle<Vec<String>>>>,
 }
 
 #[tokio::main]
@@ -205,6 +207,7 @@ async fn main() {
         _durable: durable,
         repl,
         loads: Mutex::new(Vec::new()),
+        acked_loads: Mutex::new(Vec::new()),
     });
     // tokio's io-std feature is off in this workspace: read stdin on a thread.
     let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -389,6 +392,44 @@ async fn command(ctx: &Arc<Ctx>, line: &str) -> Result<String, String> {
             });
             ctx.loads.lock().push(h);
             Ok(String::new())
+        }
+        // loadall TABLE PREFIX N PAUSE_MS: background dirty writes
+        // PREFIX0..N, one every PAUSE_MS (a steady trickle, not a wait),
+        // going on past errors; `loadacked` lists the acknowledged keys.
+        "loadall" => {
+            let t = table(ctx, arg(1))?;
+            let prefix = arg(2).to_string();
+            let n = num(3)?;
+            let pause = Duration::from_millis(num(4)?.max(0) as u64);
+            let h = tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..n {
+                    let key = format!("{prefix}{i}");
+                    let w = t
+                        .dirty_write(Kv {
+                            key: key.clone(),
+                            val: i,
+                        })
+                        .await;
+                    if w.is_ok() {
+                        acked.push(key);
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                acked
+            });
+            ctx.acked_loads.lock().push(h);
+            Ok(String::new())
+        }
+        // loadacked: waits for the `loadall` loads; their acknowledged
+        // keys, comma-separated.
+        "loadacked" => {
+            let hs: Vec<_> = ctx.acked_loads.lock().drain(..).collect();
+            let mut keys = Vec::new();
+            for h in hs {
+                keys.extend(h.await.map_err(|e| e.to_string())?);
+            }
+            Ok(keys.join(","))
         }
         // loadwait: acknowledged writes of all loads, then their errors.
         "loadwait" => {

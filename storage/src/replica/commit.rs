@@ -149,13 +149,16 @@ impl Shared {
             tx,
             || {
                 // Checked again under the commit locks: a handover takes
-                // the same locks.
+                // the same locks, and a copy replaced meanwhile (a healed
+                // partition, a newer primary) has another epoch: a commit
+                // that started as primary must not land on the new data.
                 let tables = me.tables.lock();
                 for n in &names {
-                    if tables
-                        .get(n)
-                        .is_some_and(|t| t.handed_over.is_some() || !t.in_sync)
-                    {
+                    if tables.get(n).is_some_and(|t| {
+                        t.handed_over.is_some()
+                            || !t.in_sync
+                            || epochs.get(n).is_some_and(|e| *e != t.epoch)
+                    }) {
                         return Err(CommitFail::Retry);
                     }
                 }

@@ -71,13 +71,25 @@ fn branch(
     )
 }
 
-/// Compares our history with theirs.
-pub(crate) fn compare(mine: &[HistEntry], theirs: &[HistEntry]) -> Cmp {
-    let common = mine
-        .iter()
+/// The last epoch both histories went through.
+fn common_epoch(mine: &[HistEntry], theirs: &[HistEntry]) -> Option<super::Epoch> {
+    mine.iter()
         .rev()
         .find(|m| theirs.iter().any(|t| t.epoch == m.epoch))
-        .map(|m| m.epoch.clone());
+        .map(|m| m.epoch.clone())
+}
+
+/// True when `mine` holds commits that `theirs` lacks (a copy with this
+/// history that takes a copy with theirs drops them): it committed after
+/// the last common point, or went further in the common epoch.
+pub(crate) fn has_own_commits(mine: &[HistEntry], theirs: &[HistEntry]) -> bool {
+    let common = common_epoch(mine, theirs);
+    branch(mine, theirs, common.as_ref()).1.is_some()
+}
+
+/// Compares our history with theirs.
+pub(crate) fn compare(mine: &[HistEntry], theirs: &[HistEntry]) -> Cmp {
+    let common = common_epoch(mine, theirs);
     let (_, my) = branch(mine, theirs, common.as_ref());
     let (their_extra, their) = branch(theirs, mine, common.as_ref());
     match (my, their) {
@@ -139,7 +151,7 @@ impl Shared {
             Cmp::Keep => false,
             Cmp::Adopt => {
                 tracing::info!(%table, %from, "copying a history made while we were apart");
-                self.adopt(from, table, false).await
+                self.adopt(from, table).await
             }
             Cmp::Diverged {
                 mine: my,
@@ -165,7 +177,7 @@ impl Shared {
                             history: mine,
                         }],
                     );
-                    self.adopt(from, table, true).await
+                    self.adopt(from, table).await
                 }
             }
         }
@@ -190,9 +202,9 @@ impl Shared {
         }
     }
 
-    /// Replaces our copy of `table` with `from`'s (reporting our rows it
-    /// lacks when `report`), then follows its history.
-    async fn adopt(self: &Arc<Self>, from: &str, table: &str, report: bool) -> bool {
+    /// Replaces our copy of `table` with `from`'s, then follows its history
+    /// (`load` reports the rows of ours it lacks).
+    async fn adopt(self: &Arc<Self>, from: &str, table: &str) -> bool {
         let replica = {
             let mut st = self.tables.lock();
             let Some(t) = st.get_mut(table) else {
@@ -230,21 +242,23 @@ impl Shared {
             self.sync_table(table).await;
             return false;
         };
-        if report {
-            let helper = self.tables.lock().get(table).map(|t| t.helper.clone());
-            let lost = helper
-                .map(|h| h.lost_rows(&reply.dump))
-                .transpose()
-                .unwrap_or_else(|e| {
-                    tracing::warn!(%table, error = %e, "cannot compute the lost rows");
-                    None
-                })
-                .unwrap_or_default();
-            self.emit(ReplicationEvent::PartitionLost {
-                table: table.to_string(),
-                winner: from.to_string(),
-                lost,
-            });
+        let next_primary = self
+            .members(table)
+            .into_iter()
+            .map(|g| g.node().to_string())
+            .find(|n| *n != self.me);
+        if next_primary.is_some_and(|p| self.me < p) {
+            // Once in sync we would be the primary (smallest name) while
+            // the current one may still have commits in flight that
+            // `from`'s copy lacks: report what we lose against the
+            // winner's copy, then take the table from the current primary
+            // with a handover (it stops committing and waits for its acks
+            // first), as a restarted node does.
+            if let Err(e) = self.report_lost(table, from, &reply, true) {
+                tracing::warn!(%table, error = %e, "cannot compute the lost rows");
+            }
+            self.sync_table(table).await;
+            return true;
         }
         self.install(table, from, reply).await;
         true
@@ -252,7 +266,7 @@ impl Shared {
 
     /// Loads `reply` as our copy and rejoins the table's group.
     pub(crate) async fn install(self: &Arc<Self>, table: &str, from: &str, reply: SyncReply) {
-        if let Err(e) = self.load(table, &reply).await {
+        if let Err(e) = self.load(table, from, &reply).await {
             tracing::warn!(%table, error = %e, "cannot load table copy; resyncing");
             self.sync_table(table).await;
             return;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::partition::has_own_commits;
 use super::state::{ReplMsg, ReplicationEvent, SCOPE, Shared, SyncReply, table_group};
 
 impl Shared {
@@ -65,7 +66,7 @@ impl Shared {
                 )
                 .await;
             match reply {
-                Ok(Ok(reply)) => match self.load(table, &reply).await {
+                Ok(Ok(reply)) => match self.load(table, &from, &reply).await {
                     Ok(()) => {
                         if let Some(t) = self.tables.lock().get_mut(table) {
                             t.history = reply.history.clone();
@@ -84,22 +85,67 @@ impl Shared {
         }
     }
 
-    /// Replaces the local copy with the dump, as one logged commit.
+    /// Replaces the local copy with `from`'s dump, as one logged commit.
+    ///
+    /// Every replacement of a copy goes through here (partition healing,
+    /// a newer primary, a stale copy, a restart), so this is where no
+    /// commit may vanish silently: when our history holds commits that
+    /// `from`'s lacks (we were on the losing side of a partition, or got a
+    /// commit a dead primary never acknowledged), the rows we drop are
+    /// reported as `PartitionLost` first. Callers cleared `in_sync`, so
+    /// no primary commit can start here any more; the commit lock taken
+    /// below waits for one that already passed that check, so the rows and
+    /// history compared include every commit this copy ever acknowledged.
     pub(crate) async fn load(
         &self,
         table: &str,
+        from: &str,
         reply: &SyncReply,
     ) -> Result<(), crate::StorageError> {
-        let helper = self
-            .tables
-            .lock()
-            .get(table)
-            .map(|t| t.helper.clone())
-            .ok_or_else(|| crate::StorageError::NoSuchTable(table.to_string()))?;
-        let ops = helper.replace_ops(&reply.dump)?;
+        let ops = self.report_lost(table, from, reply, false)?;
         self.db
             .apply_remote(reply.version, &[(table.to_string(), ops)], false)?
             .await
+    }
+
+    /// Under the table's commit lock: emits `PartitionLost` when our
+    /// history holds commits that `reply`'s lacks (with our rows its dump
+    /// lacks or holds differently), and returns the ops that replace our
+    /// copy by the dump. With `take_history`, our history becomes
+    /// `reply`'s (the loss is reported; a later copy must not report it
+    /// again).
+    pub(crate) fn report_lost(
+        &self,
+        table: &str,
+        from: &str,
+        reply: &SyncReply,
+        take_history: bool,
+    ) -> Result<Vec<crate::table::RawOp>, crate::StorageError> {
+        let no_table = || crate::StorageError::NoSuchTable(table.to_string());
+        let any = self.db.any_table(table).ok_or_else(no_table)?;
+        let (ops, lost) = {
+            let _guard = any.commit_lock().lock();
+            let mut tables = self.tables.lock();
+            let t = tables.get_mut(table).ok_or_else(no_table)?;
+            let lost = if has_own_commits(&t.history, &reply.history) {
+                Some(t.helper.lost_rows(&reply.dump)?)
+            } else {
+                None
+            };
+            if take_history {
+                t.history = reply.history.clone();
+            }
+            (t.helper.replace_ops(&reply.dump)?, lost)
+        };
+        if let Some(lost) = lost {
+            tracing::warn!(%table, %from, rows = lost.len(), "dropping commits the source lacks");
+            self.emit(ReplicationEvent::PartitionLost {
+                table: table.to_string(),
+                winner: from.to_string(),
+                lost,
+            });
+        }
+        Ok(ops)
     }
 
     pub(crate) async fn become_in_sync(
