@@ -41,6 +41,10 @@ pub enum Frame {
 /// How many times a transaction is retried after conflicts by default.
 pub const DEFAULT_MAX_RETRIES: usize = 64;
 
+/// How many runs in a row a transaction may need new rows from other
+/// nodes (each run stops at its first read of a row not fetched yet).
+const MAX_REMOTE_ROUNDS: usize = 256;
+
 /// A recovered commit's ops for one table: (seq, ops).
 type PendingCommit = (u64, Vec<RawOp>);
 
@@ -227,17 +231,48 @@ impl Db {
     /// On a conflict with a concurrent commit, `f` runs again (up to 64
     /// times); if `f` returns an error, nothing is written and the error is
     /// returned.
+    ///
+    /// With replication, a read of a table that has no in-sync copy on
+    /// this node is served by a live copy elsewhere: the read returns
+    /// [`StorageError::RemoteReadPending`] (let `?` pass it on), the rows
+    /// are fetched, and `f` runs again with them (validated at the primary
+    /// like local reads). So on such a node `f` runs once more per
+    /// round of new remote reads.
     pub async fn transaction<T, F>(&self, mut f: F) -> Result<T, StorageError>
     where
         F: FnMut(&mut Tx) -> Result<T, StorageError>,
     {
+        let mut remote = RemoteReads::default();
         for attempt in 0..self.inner.max_retries {
-            let mut tx = Tx::new(self.clone());
-            let value = f(&mut tx)?;
+            let mut rounds = 0;
+            let (value, tx) = loop {
+                let mut tx = Tx::new(self.clone());
+                tx.remote = std::mem::take(&mut remote);
+                let value = f(&mut tx);
+                remote = std::mem::take(&mut tx.remote);
+                if !remote.missing() {
+                    break (value?, tx);
+                }
+                // The run read rows this node does not hold: whatever it
+                // returned was computed without them. Fetch, run again.
+                rounds += 1;
+                if rounds > MAX_REMOTE_ROUNDS {
+                    return Err(StorageError::Replication(format!(
+                        "transaction kept reading new rows of tables without a local copy \
+                         ({MAX_REMOTE_ROUNDS} runs)"
+                    )));
+                }
+                match self.inner.hook.get() {
+                    Some(hook) => remote.fetch(hook.as_ref()).await?,
+                    None => return Err(StorageError::RemoteReadPending),
+                }
+            };
             match self.commit_routed(tx).await {
                 Ok(()) => return Ok(value),
                 Err(CommitFail::Error(e)) => return Err(e),
                 Err(CommitFail::Conflict | CommitFail::Retry) => {
+                    // Rows read from other nodes are stale now.
+                    remote = RemoteReads::default();
                     // Let the winner finish before trying again.
                     if attempt > 2 {
                         tokio::time::sleep(std::time::Duration::from_micros(50 << attempt.min(8)))
@@ -540,6 +575,67 @@ pub(crate) trait CommitHook: Send + Sync {
     fn takes(&self, table: &str) -> bool;
     /// Commits `tx` through replication.
     fn commit(&self, tx: RawTx) -> BoxFuture<'static, Result<(), CommitFail>>;
+    /// True when reads of `table` are served here (not replicated, or an
+    /// in-sync copy here).
+    fn reads_locally(&self, table: &str) -> bool;
+    /// The encoded records under an encoded key, from a live copy.
+    fn read_remote(
+        &self,
+        table: &str,
+        key: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, StorageError>>;
+    /// A live copy's version and dump of `table`, taken together.
+    fn scan_remote(&self, table: &str) -> BoxFuture<'static, Result<(u64, Vec<u8>), StorageError>>;
+}
+
+/// Rows a transaction read from other nodes (tables without an in-sync
+/// copy here), kept across the runs of one attempt.
+#[derive(Default)]
+struct RemoteReads {
+    /// (table, encoded key) → encoded records, as a live copy had them.
+    keys: HashMap<(String, Vec<u8>), Vec<u8>>,
+    /// Table → version and dump of a live copy.
+    tables: HashMap<String, (u64, Vec<u8>)>,
+    /// What the last run needed and did not have.
+    missing_keys: Vec<(String, Vec<u8>)>,
+    missing_tables: Vec<String>,
+}
+
+impl RemoteReads {
+    fn missing(&self) -> bool {
+        !self.missing_keys.is_empty() || !self.missing_tables.is_empty()
+    }
+
+    async fn fetch(&mut self, hook: &dyn CommitHook) -> Result<(), StorageError> {
+        for (table, key) in std::mem::take(&mut self.missing_keys) {
+            let rows = hook.read_remote(&table, key.clone()).await?;
+            self.keys.insert((table, key), rows);
+        }
+        for table in std::mem::take(&mut self.missing_tables) {
+            let scan = hook.scan_remote(&table).await?;
+            self.tables.insert(table, scan);
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a table dump (`AnyTable::dump`: length-prefixed records).
+pub(crate) fn decode_dump<R: Record>(bytes: &[u8]) -> Result<Vec<R>, StorageError> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or(StorageError::CorruptDump("truncated length"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(StorageError::CorruptDump("truncated record"));
+        }
+        let (rec, tail) = tail.split_at(len);
+        out.push(codec::decode(rec)?);
+        rest = tail;
+    }
+    Ok(out)
 }
 
 /// A typed handle to one table. Reads are served from the local copy;
@@ -717,6 +813,10 @@ pub struct Tx {
     db: Db,
     writes: Vec<TableWrites>,
     reads: Vec<ReadCheck>,
+    remote: RemoteReads,
+    /// Per table touched: whether its reads go to another node (decided
+    /// once per run).
+    remote_of: Vec<(String, bool)>,
 }
 
 impl Tx {
@@ -725,7 +825,56 @@ impl Tx {
             db,
             writes: Vec::new(),
             reads: Vec::new(),
+            remote: RemoteReads::default(),
+            remote_of: Vec::new(),
         }
+    }
+
+    /// True when `table` has no in-sync copy here (its reads are fetched).
+    fn reads_remotely(&mut self, table: &str) -> bool {
+        let Some(hook) = self.db.inner.hook.get() else {
+            return false;
+        };
+        if let Some((_, r)) = self.remote_of.iter().find(|(n, _)| n == table) {
+            return *r;
+        }
+        let r = !hook.reads_locally(table);
+        self.remote_of.push((table.to_string(), r));
+        r
+    }
+
+    /// A point read of a table without a local copy: from the rows fetched
+    /// so far, or recorded as missing.
+    fn read_fetched<R: Record>(
+        &mut self,
+        table: &Table<R>,
+        key: &R::Key,
+    ) -> Result<Vec<R>, StorageError> {
+        let name = &table.core.def.name;
+        let enc = codec::encode(key)?;
+        let seen = match self.remote.keys.get(&(name.clone(), enc.clone())) {
+            Some(b) => b.clone(),
+            None => match self.remote.tables.get(name) {
+                Some((_, dump)) => {
+                    let recs: Vec<R> = decode_dump::<R>(dump)?
+                        .into_iter()
+                        .filter(|r| &r.key() == key)
+                        .collect();
+                    codec::encode(&recs)?
+                }
+                None => {
+                    self.remote.missing_keys.push((name.clone(), enc));
+                    return Err(StorageError::RemoteReadPending);
+                }
+            },
+        };
+        let recs: Vec<R> = codec::decode(&seen)?;
+        self.reads.push(ReadCheck::Key {
+            table: Tx::any(table),
+            key: enc,
+            seen,
+        });
+        Ok(recs)
     }
 
     /// The transaction in encoded form (for a commit on another node).
@@ -801,6 +950,9 @@ impl Tx {
         table: &Table<R>,
         key: &R::Key,
     ) -> Result<Vec<R>, StorageError> {
+        if self.reads_remotely(&table.core.def.name) {
+            return self.read_fetched(table, key);
+        }
         let recs = table.core.read(key);
         self.reads.push(ReadCheck::Key {
             table: Tx::any(table),
@@ -884,8 +1036,21 @@ impl Tx {
         scan: impl FnOnce(&TableCore<R>) -> Result<Vec<R>, StorageError>,
         keep: impl Fn(&R) -> bool,
     ) -> Result<Vec<R>, StorageError> {
-        let version = table.core.version.load(Ordering::Acquire);
-        let base = scan(&table.core)?;
+        let (version, base) = if self.reads_remotely(&table.core.def.name) {
+            match self.remote.tables.get(&table.core.def.name) {
+                Some((version, dump)) => {
+                    let all: Vec<R> = decode_dump(dump)?;
+                    (*version, all.into_iter().filter(|r| keep(r)).collect())
+                }
+                None => {
+                    self.remote.missing_tables.push(table.core.def.name.clone());
+                    return Err(StorageError::RemoteReadPending);
+                }
+            }
+        } else {
+            let version = table.core.version.load(Ordering::Acquire);
+            (version, scan(&table.core)?)
+        };
         self.reads.push(ReadCheck::Table {
             table: Tx::any(table),
             version,
@@ -926,6 +1091,12 @@ impl Tx {
         index: &str,
         value: &V,
     ) -> Result<Vec<R>, StorageError> {
+        if !table.core.def.indexes.iter().any(|i| i == index) {
+            return Err(StorageError::NoSuchIndex {
+                table: table.core.def.name.clone(),
+                index: index.to_string(),
+            });
+        }
         let v: IndexValue = index_value(value);
         let index_name = index.to_string();
         let v2 = v.clone();
@@ -943,6 +1114,12 @@ impl Tx {
         table: &Table<R>,
         range: impl RangeBounds<R::Key> + Clone,
     ) -> Result<Vec<R>, StorageError> {
+        if table.core.def.kind != crate::TableKind::OrderedSet {
+            return Err(StorageError::NotOrdered {
+                table: table.core.def.name.clone(),
+                op: "range",
+            });
+        }
         let r2 = range.clone();
         self.scan(table, move |c| c.range(r2), |r| range.contains(&r.key()))
     }

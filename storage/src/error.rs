@@ -48,6 +48,14 @@ pub enum StorageError {
     /// The durable log failed; the commit may not be durable.
     #[error("disc log: {0}")]
     Disc(String),
+    /// A read in a transaction needs rows of a table that has no in-sync
+    /// copy on this node; they are being fetched from another node and
+    /// the transaction function runs again. [`Db::transaction`]
+    /// handles it (pass it on with `?`); it never returns it.
+    ///
+    /// [`Db::transaction`]: crate::Db::transaction
+    #[error("transaction read waits for rows from another node")]
+    RemoteReadPending,
     /// Replication failed (no live replica, a call to another node failed,
     /// the tables of one transaction have different primaries, ...).
     #[error("replication: {0}")]

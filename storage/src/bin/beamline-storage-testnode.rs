@@ -352,6 +352,52 @@ async fn command(ctx: &Arc<Ctx>, line: &str) -> Result<String, String> {
             }
             Ok(String::new())
         }
+        // txsum TABLE KEY: one transaction that scans the table and writes
+        // KEY = the sum of every other row's value (also checks `count`).
+        "txsum" => {
+            let t = table(ctx, arg(1))?;
+            let key = arg(2).to_string();
+            let sum = ctx
+                .db
+                .transaction(|tx| {
+                    let rows = tx.all(&t)?;
+                    if tx.count(&t)? != rows.len() {
+                        return tx.abort("count differs from all");
+                    }
+                    let sum: i64 = rows.iter().filter(|r| r.key != key).map(|r| r.val).sum();
+                    tx.write(
+                        &t,
+                        Kv {
+                            key: key.clone(),
+                            val: sum,
+                        },
+                    )?;
+                    Ok(sum)
+                })
+                .await
+                .map_err(e)?;
+            Ok(sum.to_string())
+        }
+        // txabort TABLE KEY: reads KEY, writes KEY+1000, then aborts.
+        "txabort" => {
+            let t = table(ctx, arg(1))?;
+            let key = arg(2).to_string();
+            ctx.db
+                .transaction(|tx| {
+                    let now = tx.get(&t, &key)?.map_or(0, |r| r.val);
+                    tx.write(
+                        &t,
+                        Kv {
+                            key: key.clone(),
+                            val: now + 1000,
+                        },
+                    )?;
+                    tx.abort::<()>(format!("saw {now}"))
+                })
+                .await
+                .map_err(e)?;
+            Ok(String::new())
+        }
         // tx2 T1 T2 KEY VAL: one transaction writing KEY=VAL to both tables.
         "tx2" => {
             let (t1, t2) = (table(ctx, arg(1))?, table(ctx, arg(2))?);

@@ -62,6 +62,9 @@ impl Actor for ReplActor {
                 let r = s.serve(&table, |t| t.dump());
                 let _ = reply.send(r);
             }
+            ReplMsg::Scan { table, reply } => {
+                let _ = reply.send(s.serve_scan(&table));
+            }
             ReplMsg::SyncFrom { table, node, reply } => {
                 let s = s.clone();
                 tokio::spawn(async move {

@@ -30,6 +30,44 @@ impl CommitHook for Hook {
         let shared = self.0.clone();
         Box::pin(async move { shared.route_commit(tx).await })
     }
+
+    fn reads_locally(&self, table: &str) -> bool {
+        // Node-owned tables commit only where there is a copy, which
+        // holds the rows a transaction there may read.
+        self.0
+            .tables
+            .lock()
+            .get(table)
+            .is_none_or(|t| t.def.node_owned || (t.holds && t.in_sync))
+    }
+
+    fn read_remote(
+        &self,
+        table: &str,
+        key: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, StorageError>> {
+        let (shared, table) = (self.0.clone(), table.to_string());
+        Box::pin(async move {
+            let t = table.clone();
+            shared
+                .call_copy(&table, |reply| ReplMsg::Read {
+                    table: t,
+                    key,
+                    reply,
+                })
+                .await
+        })
+    }
+
+    fn scan_remote(&self, table: &str) -> BoxFuture<'static, Result<(u64, Vec<u8>), StorageError>> {
+        let (shared, table) = (self.0.clone(), table.to_string());
+        Box::pin(async move {
+            let t = table.clone();
+            shared
+                .call_copy(&table, |reply| ReplMsg::Scan { table: t, reply })
+                .await
+        })
+    }
 }
 
 fn err(msg: impl Into<String>) -> CommitFail {

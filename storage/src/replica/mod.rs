@@ -341,17 +341,7 @@ impl Replication {
         table: &str,
         build: impl FnOnce(beamline_runtime::cluster::ReplyTo<Result<Vec<u8>, String>>) -> ReplMsg,
     ) -> Result<Vec<u8>, StorageError> {
-        let member = self
-            .shared
-            .members(table)
-            .into_iter()
-            .next()
-            .ok_or_else(|| repl_err(format!("no live copy of {table}")))?;
-        member
-            .call(build, self.shared.cfg.call_timeout)
-            .await
-            .map_err(repl_err)?
-            .map_err(repl_err)
+        self.shared.call_copy(table, build).await
     }
 
     /// The node that commits to `table` now, as this node sees it.
@@ -497,6 +487,48 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// The local in-sync copy's version of `table` and its dump, under
+    /// its commit lock so that they match (serving a remote scan).
+    pub(crate) fn serve_scan(&self, table: &str) -> Result<(u64, Vec<u8>), String> {
+        let ok = self
+            .tables
+            .lock()
+            .get(table)
+            .is_some_and(|t| t.holds && t.in_sync);
+        if !ok {
+            return Err(format!("{} has no in-sync copy of {table}", self.me));
+        }
+        let t = self
+            .db
+            .any_table(table)
+            .ok_or_else(|| format!("no table {table}"))?;
+        let _guard = t.commit_lock().lock();
+        Ok((t.version(), t.dump().map_err(|e| e.to_string())?))
+    }
+
+    /// A call to a live in-sync copy of `table` (the primary first: its
+    /// rows are the newest, so what a transaction reads there is the most
+    /// likely to validate).
+    pub(crate) async fn call_copy<T>(
+        &self,
+        table: &str,
+        build: impl FnOnce(beamline_runtime::cluster::ReplyTo<Result<T, String>>) -> ReplMsg,
+    ) -> Result<T, StorageError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let member = self
+            .members(table)
+            .into_iter()
+            .next()
+            .ok_or_else(|| repl_err(format!("no live copy of {table}")))?;
+        member
+            .call(build, self.cfg.call_timeout)
+            .await
+            .map_err(repl_err)?
+            .map_err(repl_err)
     }
 
     /// Runs `f` on the local in-sync copy of `table` (serving a remote

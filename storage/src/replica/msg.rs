@@ -100,6 +100,12 @@ pub(crate) enum ReplMsg {
         table: String,
         reply: ReplyTo<Result<Vec<u8>, String>>,
     },
+    /// To any in-sync replica: its version of the table and every record,
+    /// taken together (a transaction's scan on a node without a copy).
+    Scan {
+        table: String,
+        reply: ReplyTo<Result<(u64, Vec<u8>), String>>,
+    },
     /// To the primary: a copy of the table for `node`, which then receives
     /// every later commit.
     SyncFrom {

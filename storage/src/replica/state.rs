@@ -101,24 +101,7 @@ impl<R: Record> Helper for Typed<R> {
     }
 }
 
-/// Decodes a table dump (`AnyTable::dump`: length-prefixed records).
-pub(crate) fn decode_dump<R: Record>(bytes: &[u8]) -> Result<Vec<R>, StorageError> {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let (len, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or(StorageError::CorruptDump("truncated length"))?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if tail.len() < len {
-            return Err(StorageError::CorruptDump("truncated record"));
-        }
-        let (rec, tail) = tail.split_at(len);
-        out.push(codec::decode(rec)?);
-        rest = tail;
-    }
-    Ok(out)
-}
+pub(crate) use crate::db::decode_dump;
 
 /// Decides a node-owned conflict on encoded rows (built from a typed
 /// callback by `Replication::on_conflict`).
