@@ -385,6 +385,51 @@ impl Db {
         Ok((seq, durable))
     }
 
+    /// Validates an encoded transaction without applying it (a two-phase
+    /// commit's prepare): decodes its ops, takes the commit locks of its
+    /// tables in name order, checks its reads, and calls `reserve` while
+    /// still holding the locks (the participant reserves the tables there,
+    /// so that no other commit changes what was validated until the
+    /// decision).
+    pub(crate) fn validate_raw(
+        &self,
+        tx: &RawTx,
+        reserve: impl FnOnce() -> Result<(), CommitFail>,
+    ) -> Result<(), CommitFail> {
+        let mut involved: BTreeMap<&str, Arc<dyn AnyTable>> = BTreeMap::new();
+        for name in tx
+            .writes
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(tx.reads.iter().map(RawRead::table))
+        {
+            let t = self
+                .any_table(name)
+                .ok_or_else(|| CommitFail::Error(StorageError::NoSuchTable(name.to_string())))?;
+            involved.insert(name, t);
+        }
+        for (name, ops) in &tx.writes {
+            involved[name.as_str()]
+                .decode_ops(ops)
+                .map_err(CommitFail::Error)?;
+        }
+        let _guards: Vec<_> = involved.values().map(|t| t.commit_lock().lock()).collect();
+        for r in &tx.reads {
+            let ok = match r {
+                RawRead::Key { table, key, seen } => involved[table.as_str()]
+                    .read_encoded(key)
+                    .is_ok_and(|now| &now == seen),
+                RawRead::Version { table, version } => {
+                    involved[table.as_str()].version() == *version
+                }
+            };
+            if !ok {
+                return Err(CommitFail::Conflict);
+            }
+        }
+        reserve()
+    }
+
     /// Applies a commit made on another node (a replica applying its
     /// primary's stream): decodes, locks the tables in name order, logs
     /// disc tables and applies with the primary's `seq`. With `skip_old`,

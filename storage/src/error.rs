@@ -57,7 +57,7 @@ pub enum StorageError {
     #[error("transaction read waits for rows from another node")]
     RemoteReadPending,
     /// Replication failed (no live replica, a call to another node failed,
-    /// the tables of one transaction have different primaries, ...).
+    /// a two-phase commit's outcome is unknown on a participant, ...).
     #[error("replication: {0}")]
     Replication(String),
 }

@@ -133,8 +133,15 @@ fn transactions_from_four_nodes_one_without_a_copy_are_exact() {
 }
 
 #[test]
-fn multi_table_transactions_need_one_primary() {
-    let (mut n1, mut n2, mut n3) = three_nodes("rm");
+fn multi_table_transactions_across_primaries_commit_with_two_phase_commit() {
+    let p1 = free_port();
+    let lease = ["--lease-ms", "800"];
+    let mut n1 = TestNode::start_with("rm1", p1, &[], &lease);
+    let mut n2 = TestNode::start_with("rm2", free_port(), &[p1], &lease);
+    let mut n3 = TestNode::start_with("rm3", free_port(), &[n2.port], &lease);
+    wait_until("full mesh", Duration::from_secs(15), || {
+        n1.members() == "rm2,rm3" && n2.members() == "rm1,rm3" && n3.members() == "rm1,rm2"
+    });
     for n in [&mut n1, &mut n2, &mut n3] {
         n.ok("create kv ram");
         n.ok("create kv2 ram");
@@ -153,22 +160,55 @@ fn multi_table_transactions_need_one_primary() {
         assert_eq!(n.ok("keys kv"), "k=7", "{}", n.name);
         assert_eq!(n.ok("keys kv2"), "k=7", "{}", n.name);
     }
-    // Different primaries: refused, nothing written.
-    let r = n1.cmd("tx2 kv narrow j 1");
-    assert!(r.contains("different primaries"), "{r}");
-    assert_eq!(n2.ok("keys kv"), "k=7");
-    assert_eq!(n2.ok("keys narrow"), "");
-    // A table of one node only joins a transaction on that node when it
-    // is the primary of the others; elsewhere it is refused.
+    // Different primaries: two-phase commit, on every copy of both.
+    n1.ok("tx2 kv narrow j 1");
+    for n in [&mut n1, &mut n2, &mut n3] {
+        assert_eq!(n.ok("get kv j"), "1", "{}", n.name);
+        assert_eq!(n.ok("get narrow j"), "1", "{}", n.name);
+    }
+    // Read-modify-write on both tables from three nodes at once (rm1
+    // reads `narrow` through rm2): every increment on both, none twice.
+    for n in [&mut n1, &mut n2, &mut n3] {
+        n.send("incr2 kv narrow c 40");
+    }
+    for n in [&mut n1, &mut n2, &mut n3] {
+        let r = n.recv(Duration::from_secs(60));
+        assert_eq!(r, "ok ", "{}", n.name);
+    }
+    for n in [&mut n2, &mut n3] {
+        assert_eq!(n.ok("keys narrow"), "c=120,j=1", "{}", n.name);
+        assert_eq!(n.ok("get kv c"), "120", "{}", n.name);
+    }
+    // A table of one node only cannot join a transaction across
+    // primaries; with the others' primary here it can.
     n1.ok("createlocal mine");
     n2.ok("createlocal mine");
     n1.ok("tx2 kv mine m 1");
     assert_eq!(n3.ok("get kv m"), "1");
     assert_eq!(n1.ok("keys mine"), "m=1");
     let r = n2.cmd("tx2 kv mine m 2");
-    assert!(r.contains("different primaries"), "{r}");
+    assert!(r.contains("across primaries"), "{r}");
+    assert_eq!(n3.ok("get kv m"), "1");
+
+    // The coordinator dies between the phases: both participants (rm1 for
+    // kv, rm2 for narrow) hold their reservation until the lease runs
+    // out, find the coordinator gone and nobody told to commit, and abort.
+    n3.ok("crash2pc");
+    n3.send("tx2 kv narrow z 9");
+    wait_until("rm3 is down", Duration::from_secs(10), || {
+        n1.members() == "rm2" && n2.members() == "rm1"
+    });
+    n3.kill9();
+    // Writes to both tables go on once the reservations are released.
+    n1.ok("put kv after 1");
+    n2.ok("put narrow after 1");
+    for n in [&mut n1, &mut n2] {
+        assert_eq!(n.ok("get kv z"), "none", "{}", n.name);
+        assert_eq!(n.ok("get narrow z"), "none", "{}", n.name);
+        assert_eq!(n.ok("get kv after"), "1", "{}", n.name);
+    }
     // The table without a copy on rm1 is still written and read from rm1.
     n1.ok("put narrow n 5");
     assert_eq!(n1.ok("get narrow n"), "5");
-    assert_eq!(n3.ok("keys narrow"), "n=5");
+    assert_eq!(n2.ok("get narrow n"), "5");
 }

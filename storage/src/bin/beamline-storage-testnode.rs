@@ -5,7 +5,7 @@
 //! of these as real processes.
 //!
 //! Flags: `--name N --port P [--seeds ip:port,...] [--hb-ms 250]
-//! [--hb-timeout-ms 2000] [--ack-ms 2000] [--dir DATA_DIR]` (with `--dir`
+//! [--hb-timeout-ms 2000] [--ack-ms 2000] [--lease-ms 5000] [--dir DATA_DIR]` (with `--dir`
 //! the database is a `DurableDb` there, and `create T disc` makes a disc
 //! copy).
 
@@ -42,6 +42,7 @@ struct Args {
     hb_ms: u64,
     hb_timeout_ms: u64,
     ack_ms: u64,
+    lease_ms: u64,
     dir: Option<String>,
 }
 
@@ -53,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         hb_ms: 250,
         hb_timeout_ms: 2000,
         ack_ms: 2000,
+        lease_ms: 5000,
         dir: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -72,6 +74,7 @@ fn parse_args() -> Result<Args, String> {
             "--hb-ms" => a.hb_ms = num(v)?,
             "--hb-timeout-ms" => a.hb_timeout_ms = num(v)?,
             "--ack-ms" => a.ack_ms = num(v)?,
+            "--lease-ms" => a.lease_ms = num(v)?,
             "--dir" => a.dir = Some(v.clone()),
             other => return Err(format!("unknown flag {other}")),
         }
@@ -184,6 +187,7 @@ async fn main() {
         .map_or_else(Db::in_memory, |d| d.db().clone());
     let config = ReplicationConfig {
         ack_timeout: Duration::from_millis(args.ack_ms),
+        prepare_lease: Duration::from_millis(args.lease_ms),
         ..ReplicationConfig::default()
     };
     let repl = match Replication::start(db.clone(), node.clone(), config).await {
@@ -396,6 +400,37 @@ async fn command(ctx: &Arc<Ctx>, line: &str) -> Result<String, String> {
                 })
                 .await
                 .map_err(e)?;
+            Ok(String::new())
+        }
+        // incr2 T1 T2 KEY N: N transactions, each adding 1 to KEY in both
+        // tables.
+        "incr2" => {
+            let (t1, t2) = (table(ctx, arg(1))?, table(ctx, arg(2))?);
+            let key = arg(3).to_string();
+            for _ in 0..num(4)? {
+                ctx.db
+                    .transaction(|tx| {
+                        for t in [&t1, &t2] {
+                            let now = tx.get(t, &key)?.map_or(0, |r| r.val);
+                            tx.write(
+                                t,
+                                Kv {
+                                    key: key.clone(),
+                                    val: now + 1,
+                                },
+                            )?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .map_err(e)?;
+            }
+            Ok(String::new())
+        }
+        // crash2pc: exit in the middle of the next two-phase commit this
+        // node coordinates (after the prepares, before the decision).
+        "crash2pc" => {
+            ctx.repl.crash_after_prepare();
             Ok(String::new())
         }
         // tx2 T1 T2 KEY VAL: one transaction writing KEY=VAL to both tables.

@@ -62,6 +62,31 @@ impl Actor for ReplActor {
                 let r = s.serve(&table, |t| t.dump());
                 let _ = reply.send(r);
             }
+            ReplMsg::Prepare {
+                txid,
+                coordinator,
+                participants,
+                tx,
+                reply,
+            } => {
+                let r = s.on_prepare(txid, coordinator, participants, tx);
+                let _ = reply.send(r);
+            }
+            ReplMsg::Decide {
+                txid,
+                commit,
+                reply,
+            } => {
+                let s = s.clone();
+                // The commit waits for acks: not in the actor.
+                tokio::spawn(async move {
+                    let r = s.on_decide(&txid, commit).await;
+                    let _ = reply.send(r);
+                });
+            }
+            ReplMsg::Outcome { txid, reply } => {
+                let _ = reply.send(s.on_outcome(&txid));
+            }
             ReplMsg::Scan { table, reply } => {
                 let _ = reply.send(s.serve_scan(&table));
             }

@@ -70,7 +70,7 @@ impl CommitHook for Hook {
     }
 }
 
-fn err(msg: impl Into<String>) -> CommitFail {
+pub(crate) fn err(msg: impl Into<String>) -> CommitFail {
     CommitFail::Error(StorageError::Replication(msg.into()))
 }
 
@@ -127,10 +127,7 @@ impl Shared {
             };
         }
         if primaries.len() > 1 {
-            return Err(err(format!(
-                "tables {names:?} have different primaries {primaries:?}; \
-                 a transaction must stay within one primary"
-            )));
+            return self.two_phase(tx, names).await;
         }
         let Some(primary) = primaries.into_iter().next() else {
             return Ok(());
@@ -172,6 +169,16 @@ impl Shared {
     /// On the primary: validate and apply `tx`, send it to every live
     /// replica, wait for their acks (a late one is marked stale).
     pub(crate) async fn primary_commit(self: &Arc<Self>, tx: &RawTx) -> CommitReply {
+        self.primary_commit_as(tx, None).await
+    }
+
+    /// `primary_commit` for the prepared two-phase transaction `owner`:
+    /// its own reservation of the tables does not refuse it.
+    pub(crate) async fn primary_commit_as(
+        self: &Arc<Self>,
+        tx: &RawTx,
+        owner: Option<&str>,
+    ) -> CommitReply {
         let names = tx.tables();
         let local_only = |n: &String| !self.tables.lock().contains_key(n);
         if !names.iter().all(|n| local_only(n) || self.am_primary(n)) {
@@ -196,6 +203,9 @@ impl Shared {
                         t.handed_over.is_some()
                             || !t.in_sync
                             || epochs.get(n).is_some_and(|e| *e != t.epoch)
+                            // Reserved by a prepared two-phase commit: wait
+                            // for its decision.
+                            || t.prepared.as_ref().is_some_and(|(id, _)| Some(id.as_str()) != owner)
                     }) {
                         return Err(CommitFail::Retry);
                     }

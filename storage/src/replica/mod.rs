@@ -16,7 +16,9 @@
 //!   [`Db::transaction`]) on a replicated table go to its primary, the
 //!   smallest-named node whose copy is in sync; it validates, applies,
 //!   sends the ops to every other in-sync copy and answers once all acked.
-//!   A late replica is marked stale and copies the table again.
+//!   A late replica is marked stale and copies the table again. A
+//!   transaction over tables with different primaries commits by
+//!   two-phase commit (`twophase.rs`).
 //! - Node-owned tables ([`TableDef::node_owned`](crate::TableDef)) have no
 //!   primary: see `owned.rs`.
 
@@ -27,6 +29,7 @@ mod owned;
 mod partition;
 mod state;
 mod sync;
+mod twophase;
 mod types;
 
 use std::collections::{HashMap, HashSet};
@@ -103,6 +106,10 @@ impl Replication {
             sup,
             db_actor: Mutex::new(None),
             rows_sent: Mutex::new(HashSet::new()),
+            prepared: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(HashMap::new()),
+            next_txid: Default::default(),
+            crash_after_prepare: Default::default(),
         });
         db.set_hook(Arc::new(commit::Hook(shared.clone())))?;
         let spec = ChildSpec::from_actor(
@@ -167,6 +174,16 @@ impl Replication {
         &self.shared.me
     }
 
+    /// Test hook: make this node exit (status 9) in the middle of the next
+    /// two-phase commit it coordinates, after every participant prepared
+    /// and before any is told the outcome.
+    #[doc(hidden)]
+    pub fn crash_after_prepare(&self) {
+        self.shared
+            .crash_after_prepare
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Test hook: the current replica actor of `table` (or, with `None`,
     /// the node actor), to crash it on purpose.
     #[doc(hidden)]
@@ -227,6 +244,7 @@ impl Replication {
                 decider: None,
                 awaiting: HashMap::new(),
                 status_from: HashSet::new(),
+                prepared: None,
             },
         );
         Ok(table)

@@ -89,6 +89,29 @@ pub(crate) enum CommitReply {
 pub(crate) enum ReplMsg {
     /// To a table's primary: validate and apply, replicate, then answer.
     Commit(RawTx, ReplyTo<CommitReply>),
+    /// Two-phase commit, coordinator to a participant primary (node
+    /// actor): validate `tx` (its part of the transaction) and reserve its
+    /// tables until `Decide`.
+    Prepare {
+        txid: String,
+        coordinator: String,
+        participants: Vec<String>,
+        tx: RawTx,
+        reply: ReplyTo<CommitReply>,
+    },
+    /// Two-phase commit: the outcome of `txid` (commit or abort).
+    Decide {
+        txid: String,
+        commit: bool,
+        reply: ReplyTo<CommitReply>,
+    },
+    /// Two-phase commit: what became of `txid`? A coordinator that has
+    /// not decided yet decides abort; a participant answers what it was
+    /// told (`None`: nothing yet).
+    Outcome {
+        txid: String,
+        reply: ReplyTo<Option<bool>>,
+    },
     /// To any in-sync replica: the encoded records under an encoded key.
     Read {
         table: String,

@@ -145,6 +145,9 @@ pub(crate) struct TableState {
     pub(crate) awaiting: HashMap<String, Instant>,
     /// Peers whose history arrived since they last came up.
     pub(crate) status_from: HashSet<String>,
+    /// Reserved by this prepared two-phase transaction (id, since): other
+    /// commits wait until it is decided.
+    pub(crate) prepared: Option<(String, Instant)>,
 }
 
 /// How long a primary waits for the history of a peer that came up
@@ -172,6 +175,15 @@ pub(crate) struct Shared {
     pub(crate) db_actor: Mutex<Option<ActorRef<ReplMsg>>>,
     /// (node, node-owned table) pairs we sent our rows to since it came up.
     pub(crate) rows_sent: Mutex<HashSet<(String, String)>>,
+    /// Two-phase transactions prepared here, by id.
+    pub(crate) prepared: Mutex<HashMap<String, super::twophase::Prepared>>,
+    /// Outcomes of two-phase transactions: decided here as coordinator, or
+    /// learnt as participant (true: commit), with when.
+    pub(crate) decisions: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Number of the next two-phase transaction coordinated here.
+    pub(crate) next_txid: std::sync::atomic::AtomicU64,
+    /// Test hook: exit the process between the two phases.
+    pub(crate) crash_after_prepare: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {

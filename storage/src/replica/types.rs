@@ -43,6 +43,10 @@ pub struct ReplicationConfig {
     /// How long a node that finds no other replica of a table waits for one
     /// to appear before it serves its own copy (default 300 ms).
     pub settle: Duration,
+    /// How long a primary keeps tables reserved for a prepared two-phase
+    /// commit before it asks the coordinator (and the other participants)
+    /// for the outcome itself (default 5 s).
+    pub prepare_lease: Duration,
 }
 
 impl Default for ReplicationConfig {
@@ -52,6 +56,7 @@ impl Default for ReplicationConfig {
             call_timeout: Duration::from_secs(5),
             commit_timeout: Duration::from_secs(10),
             settle: Duration::from_millis(300),
+            prepare_lease: Duration::from_secs(5),
         }
     }
 }
