@@ -1,7 +1,8 @@
 //! beamline-xmpp: the XMPP server (streams, sessions, routing, modules).
 //!
-//! Built so far, the bottom of the interface layer described in
-//! `ARCHITECTURE.md`:
+//! It will sit on `beamline-storage`, `beamline-supervision` and
+//! `beamline-runtime`. Built so far, the bottom of the interface layer
+//! described in `ARCHITECTURE.md`:
 //!
 //! - [`stream`]: the XML stream codec. [`StreamDecoder`] is fed bytes in
 //!   chunks of any size and yields [`StreamEvent`]s (header, one element

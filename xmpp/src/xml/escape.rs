@@ -55,11 +55,16 @@ pub(crate) fn is_xml_char(c: char) -> bool {
 /// Whether valid UTF-8 `bytes` contain a character that XML 1.0 forbids:
 /// a C0 control other than tab, LF and CR, or U+FFFE / U+FFFF.
 pub(crate) fn has_forbidden_chars(bytes: &[u8]) -> bool {
-    if bytes
-        .iter()
-        .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
-    {
-        return true;
+    // Branch-free within each chunk so that the loop vectorizes; this runs
+    // over every byte of every stanza.
+    for chunk in bytes.chunks(64) {
+        let mut acc = false;
+        for &b in chunk {
+            acc |= (b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r');
+        }
+        if acc {
+            return true;
+        }
     }
     // U+FFFE and U+FFFF are EF BF BE / EF BF BF in UTF-8.
     memchr::memchr_iter(0xEF, bytes)
@@ -71,6 +76,29 @@ pub(crate) fn has_forbidden_chars(bytes: &[u8]) -> bool {
 /// non-ASCII characters are accepted as name characters (a superset of the
 /// XML production, never one that breaks the serializer).
 pub fn is_valid_name(name: &str) -> bool {
+    // Fast path for the usual all-ASCII name.
+    if let [first, rest @ ..] = name.as_bytes()
+        && name.is_ascii()
+    {
+        let start = |b: u8| b.is_ascii_alphabetic() || b == b'_';
+        if !start(*first) {
+            return false;
+        }
+        let mut colons = 0;
+        let mut prev = *first;
+        for &b in rest {
+            match b {
+                b':' => colons += 1,
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {}
+                _ => return false,
+            }
+            if prev == b':' && !start(b) {
+                return false;
+            }
+            prev = b;
+        }
+        return colons <= 1 && prev != b':';
+    }
     let mut chars = name.chars();
     let Some(first) = chars.next() else {
         return false;
