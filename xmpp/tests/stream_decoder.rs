@@ -286,6 +286,19 @@ fn reset_keep_input_after_sasl_success_keeps_a_pipelined_header() {
 }
 
 #[test]
+fn debug_output_does_not_show_buffered_input() {
+    let mut dec = StreamDecoder::new(StreamLimits::default());
+    dec.feed(in_stream("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>c2VjcmV0").as_bytes());
+    while dec.next_event().expect("ok").is_some() {}
+    let shown = format!("{dec:?}");
+    assert!(
+        !shown.contains("c2VjcmV0") && !shown.contains("99, 50"),
+        "{shown}"
+    );
+    assert!(shown.contains("buffered_len"));
+}
+
+#[test]
 fn whitespace_keepalives_are_not_buffered() {
     let mut dec = StreamDecoder::new(StreamLimits::default());
     decode_chunked(&mut dec, HEADER.as_bytes(), usize::MAX);

@@ -47,7 +47,6 @@ enum Phase {
 /// last chunk fed) and, once a stanza is complete, its element tree, which
 /// is handed to the caller. The buffer shrinks back to
 /// [`StreamLimits::idle_buffer_capacity`] after a large stanza.
-#[derive(Debug)]
 pub struct StreamDecoder {
     limits: StreamLimits,
     authenticated: bool,
@@ -68,6 +67,20 @@ pub struct StreamDecoder {
     /// First byte of CDATA content.
     cdata_start: usize,
     stream: Option<StreamContext>,
+}
+
+// By hand, so that buffered input (which may hold SASL payloads) never
+// reaches a log through `{:?}`.
+impl std::fmt::Debug for StreamDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamDecoder")
+            .field("phase", &self.phase)
+            .field("depth", &self.depth)
+            .field("authenticated", &self.authenticated)
+            .field("buffered_len", &self.buffered_len())
+            .field("buffer_capacity", &self.buffer_capacity())
+            .finish_non_exhaustive()
+    }
 }
 
 impl StreamDecoder {

@@ -108,8 +108,9 @@ impl Element {
     }
 
     /// Sets an attribute, replacing its value in place if it exists, else
-    /// appending it. `xmlns` is not an attribute (use [`Element::set_ns`]);
-    /// the serializer skips it.
+    /// appending it. `xmlns` is not an attribute (use [`Element::set_ns`])
+    /// and the `stream` prefix is the serializer's: it skips both `xmlns`
+    /// and `xmlns:stream`.
     pub fn set_attr(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let name = name.into();
         let value = value.into();
