@@ -125,17 +125,23 @@ impl Shared {
         let any = self.db.any_table(table).ok_or_else(no_table)?;
         let (ops, lost) = {
             let _guard = any.commit_lock().lock();
-            let mut tables = self.tables.lock();
-            let t = tables.get_mut(table).ok_or_else(no_table)?;
-            let lost = if has_own_commits(&t.history, &reply.history) {
-                Some(t.helper.lost_rows(&reply.dump)?)
+            // Not under `tables` (every commit's hook takes it): decoding
+            // a big dump must not stall the other tables.
+            let (helper, history) = self
+                .tables
+                .lock()
+                .get(table)
+                .map(|t| (t.helper.clone(), t.history.clone()))
+                .ok_or_else(no_table)?;
+            let lost = if has_own_commits(&history, &reply.history) {
+                Some(helper.lost_rows(&reply.dump)?)
             } else {
                 None
             };
-            if take_history {
+            if take_history && let Some(t) = self.tables.lock().get_mut(table) {
                 t.history = reply.history.clone();
             }
-            (t.helper.replace_ops(&reply.dump)?, lost)
+            (helper.replace_ops(&reply.dump)?, lost)
         };
         if let Some(lost) = lost {
             tracing::warn!(%table, %from, rows = lost.len(), "dropping commits the source lacks");
