@@ -251,12 +251,16 @@ impl Shared {
     /// Participant: apply the outcome of `txid` to our part.
     pub(crate) async fn on_decide(self: &Arc<Self>, txid: &str, commit: bool) -> CommitReply {
         // Recorded first: other participants asking learn it.
+        let before = self.decisions.lock().get(txid).map(|(c, _)| *c);
         let commit = self.record_outcome(txid, commit);
         let Some(p) = self.prepared.lock().remove(txid) else {
-            return if commit {
-                CommitReply::Error(format!("transaction {txid} is not prepared here"))
-            } else {
+            // Not prepared (any more): fine for an abort, and for a commit
+            // this node already learnt and applied (its lease ran out and
+            // it asked the coordinator before the decision arrived).
+            return if !commit || before == Some(true) {
                 CommitReply::Ok
+            } else {
+                CommitReply::Error(format!("transaction {txid} is not prepared here"))
             };
         };
         let r = if commit {
