@@ -214,8 +214,10 @@ impl StreamDecoder {
             self.unit_start = self.unit_start.saturating_sub(n);
             self.cdata_start = self.cdata_start.saturating_sub(n);
         }
+        // Twice the idle size as hysteresis: reads a little over it should
+        // not cost a reallocation each.
         let idle = self.limits.idle_buffer_capacity;
-        if self.buf.capacity() > idle && self.buf.len() <= idle {
+        if self.buf.capacity() > 2 * idle && self.buf.len() <= idle {
             self.buf.shrink_to(idle);
         }
     }

@@ -180,7 +180,8 @@ pub struct StreamLimits {
     /// before it (default 4,096).
     pub max_header_size: usize,
     /// Capacity the input buffer shrinks back to once a large stanza has
-    /// been consumed (default 512): an idle session keeps only this much.
+    /// been consumed (default 512): when its capacity exceeds twice this
+    /// and its content fits in this, it is shrunk to this.
     pub idle_buffer_capacity: usize,
 }
 
