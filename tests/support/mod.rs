@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
@@ -15,11 +14,9 @@ use std::time::{Duration, Instant};
 /// Heartbeat timeout the test nodes run with (see `beamline-testnode`).
 pub const HB_TIMEOUT: Duration = Duration::from_millis(2000);
 
-/// A port that was free a moment ago (bound to port 0, then released).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
+#[path = "port.rs"]
+mod port;
+pub use port::free_port;
 
 /// Polls `f` every 20 ms until it holds; panics with `what` after `timeout`.
 /// Returns how long it took.
