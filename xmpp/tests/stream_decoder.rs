@@ -286,6 +286,18 @@ fn reset_keep_input_after_sasl_success_keeps_a_pipelined_header() {
 }
 
 #[test]
+fn idle_decoder_is_small() {
+    // The struct itself, before any input: no heap at all.
+    let dec = StreamDecoder::new(StreamLimits::default());
+    assert_eq!(dec.buffer_capacity(), 0);
+    println!(
+        "size_of::<StreamDecoder>() = {}",
+        std::mem::size_of::<StreamDecoder>()
+    );
+    assert!(std::mem::size_of::<StreamDecoder>() <= 256);
+}
+
+#[test]
 fn debug_output_does_not_show_buffered_input() {
     let mut dec = StreamDecoder::new(StreamLimits::default());
     dec.feed(in_stream("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>c2VjcmV0").as_bytes());
