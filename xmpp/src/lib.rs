@@ -14,6 +14,8 @@
 //! - [`xml`]: the element tree ([`Element`], [`Node`]), its builder and
 //!   its serializer with escaping.
 //! - [`ns`]: every namespace, in one place.
+//! - [`config`]: the configuration file (TOML), typed and validated, with
+//!   errors that name file, line and key. See `docs/configuration.md`.
 //! - [`jid`]: JIDs (RFC 7622) from the `jid` crate; a bad one is the
 //!   stanza error `jid-malformed`.
 //! - [`stream_error`]: stream errors (RFC 6120 §4.9), what a peer is sent
@@ -24,6 +26,7 @@
 //! The crate has one XML stack, quick-xml, and parses each complete stanza
 //! with its synchronous reader.
 
+pub mod config;
 pub mod jid;
 pub mod ns;
 pub mod stanza_error;
