@@ -16,6 +16,8 @@
 //! - [`ns`]: every namespace, in one place.
 //! - [`config`]: the configuration file (TOML), typed and validated, with
 //!   errors that name file, line and key. See `docs/configuration.md`.
+//! - [`sasl`]: SASL, server side (SCRAM-SHA-1/256/512 and -PLUS, PLAIN), a
+//!   state machine without I/O that the c2s session drives.
 //! - [`jid`]: JIDs (RFC 7622) from the `jid` crate; a bad one is the
 //!   stanza error `jid-malformed`.
 //! - [`stream_error`]: stream errors (RFC 6120 §4.9), what a peer is sent
@@ -29,6 +31,7 @@
 pub mod config;
 pub mod jid;
 pub mod ns;
+pub mod sasl;
 pub mod stanza_error;
 pub mod stream;
 pub mod stream_error;
