@@ -890,3 +890,58 @@ fn debug_shows_no_secrets() {
     let d = format!("{:?}", Step::Challenge(b"r=secret".to_vec()));
     assert!(!d.contains("secret"), "{d}");
 }
+
+// ---- tls-server-end-point
+
+/// A skeleton certificate: SEQUENCE { SEQUENCE {}, SEQUENCE { OID }, BIT STRING }.
+fn cert_with_oid(oid: &[u8]) -> Vec<u8> {
+    let mut alg = vec![0x06, oid.len() as u8];
+    alg.extend_from_slice(oid);
+    let mut body = vec![0x30, 0x00, 0x30, alg.len() as u8];
+    body.extend_from_slice(&alg);
+    body.extend_from_slice(&[0x03, 0x01, 0x00]);
+    let mut der = vec![0x30, body.len() as u8];
+    der.extend_from_slice(&body);
+    der
+}
+
+#[test]
+fn tls_server_end_point_hashes() {
+    use beamline_xmpp::sasl::tls_server_end_point;
+    let rsa = |x: u8| cert_with_oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, x]);
+    let ecdsa = |x: &[u8]| {
+        let mut o = vec![0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+        o.extend_from_slice(x);
+        cert_with_oid(&o)
+    };
+    for der in [rsa(5), rsa(11), rsa(4), ecdsa(&[3, 2]), ecdsa(&[1])] {
+        assert_eq!(
+            tls_server_end_point(&der),
+            Some(Sha256::digest(&der).to_vec())
+        );
+    }
+    let der = ecdsa(&[3, 3]);
+    assert_eq!(
+        tls_server_end_point(&der),
+        Some(sha2::Sha384::digest(&der).to_vec())
+    );
+    let der = rsa(13);
+    assert_eq!(
+        tls_server_end_point(&der),
+        Some(Sha512::digest(&der).to_vec())
+    );
+    // Ed25519 has no hash; PSS keeps it in parameters; garbage is no cert.
+    assert_eq!(
+        tls_server_end_point(&cert_with_oid(&[0x2b, 0x65, 0x70])),
+        None
+    );
+    assert_eq!(tls_server_end_point(&rsa(10)), None);
+    for bad in [
+        &b""[..],
+        b"\x30",
+        b"\x30\x85\x00\x00\x00\x00\x01",
+        b"\x30\x02\x30\x05",
+    ] {
+        assert_eq!(tls_server_end_point(bad), None);
+    }
+}

@@ -27,6 +27,7 @@
 //! Stored credentials are [`ScramCredential`]s (no passwords):
 //! [`scram_credential`] and [`account_credentials`] make them.
 
+mod channel_binding;
 mod plain;
 mod scram;
 
@@ -39,6 +40,7 @@ pub use beamline_storage::backend::{ScramCredential, ScramHash};
 use crate::jid::{BareJid, NodePart};
 use crate::xml::Element;
 
+pub use channel_binding::{TLS_EXPORTER_LABEL, TLS_EXPORTER_LENGTH, tls_server_end_point};
 pub use scram::{
     CredentialError, DEFAULT_ITERATIONS, account_credentials, scram_credential,
     scram_credential_with_salt,
@@ -186,9 +188,9 @@ impl fmt::Display for ChannelBindingType {
 
 /// The channel binding data of one connection, as the caller got it from
 /// rustls: `tls-exporter` is the 32-byte exporter keying material with label
-/// `EXPORTER-Channel-Binding` and an empty context (RFC 9266, TLS 1.3 only);
-/// `tls-server-end-point` is the hash of the server's certificate (RFC 5929
-/// §4.1: SHA-256 for MD5/SHA-1 signed certificates).
+/// `EXPORTER-Channel-Binding` and no context (RFC 9266, TLS 1.3 only; see
+/// [`TLS_EXPORTER_LABEL`]); `tls-server-end-point` is the hash of the
+/// server's certificate (RFC 5929 §4.1; see [`tls_server_end_point`]).
 ///
 /// Without any (no TLS, or data not available) the -PLUS mechanisms are not
 /// offered and a client's `y` flag is accepted.
