@@ -279,11 +279,9 @@ fn listener_with_an_unknown_shaper_or_access_rule() {
 #[test]
 fn bad_cidr_and_bad_regexp() {
     let msg = refused("[acl.lan]\nips = [\"192.168.0.0/24\", \"10.0.0.0/33\"]\n");
-    assert!(msg.starts_with("beamline.toml:2:"), "{msg}");
-    assert!(msg.contains("acl.lan.ips"), "{msg}");
-    assert!(
-        msg.ends_with("`10.0.0.0/33`: prefix length must be 0–32"),
-        "{msg}"
+    assert_eq!(
+        msg,
+        "beamline.toml:2:26: acl.lan.ips[1]: `10.0.0.0/33`: prefix length must be 0–32"
     );
     let msg = refused("[acl.lan]\nips = [\"10.0.0\"]\n");
     assert!(
@@ -291,11 +289,9 @@ fn bad_cidr_and_bad_regexp() {
         "{msg}"
     );
     let msg = refused("\n[acl.bots]\nuser_regexps = [\"^bot-(\"]\n");
-    assert!(msg.starts_with("beamline.toml:3:"), "{msg}");
-    assert!(msg.contains("acl.bots.user_regexps"), "{msg}");
-    assert!(
-        msg.contains("bad regular expression `^bot-(`: unclosed group"),
-        "{msg}"
+    assert_eq!(
+        msg,
+        "beamline.toml:3:17: acl.bots.user_regexps[0]: bad regular expression `^bot-(`: unclosed group"
     );
     assert!(!msg.contains('\n'), "one line: {msg}");
 }

@@ -115,8 +115,24 @@ impl fmt::Display for Cidr {
 
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
+        d.deserialize_str(ParseVisitor("an IP address or CIDR network", |s| s.parse()))
+    }
+}
+
+/// Parses a string inside the visitor, not after it: the TOML deserializer
+/// gives an error its span only while the visitor runs, so this is what
+/// puts a bad element's own line and index (`ips[1]`) in the error.
+struct ParseVisitor<T>(&'static str, fn(&str) -> Result<T, String>);
+
+impl<T> Visitor<'_> for ParseVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.1)(v).map_err(E::custom)
     }
 }
 
@@ -158,8 +174,7 @@ impl PartialEq for AclRegex {
 
 impl<'de> Deserialize<'de> for AclRegex {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::new(&s).map_err(de::Error::custom)
+        d.deserialize_str(ParseVisitor("a regular expression", Self::new))
     }
 }
 
