@@ -1,7 +1,7 @@
 //! Arbitrary bytes fed to every step of every mechanism never panic.
 
 use beamline_xmpp::sasl::{
-    ChannelBinding, Mechanism, SaslConfig, ScramCredential, ServerSession, Step,
+    ChannelBinding, Mechanism, SaslConfig, ScramCredential, ScramHash, ServerSession, Step,
     account_credentials,
 };
 use proptest::prelude::*;
@@ -80,5 +80,33 @@ proptest! {
     ) {
         let first = format!("{flag},{a},{rest}").into_bytes();
         drive(Mechanism::ALL[m], &[first], true);
+    }
+}
+
+proptest! {
+    /// Whatever storage hands back (corrupt lengths, zero iterations, an
+    /// empty salt), the session answers or fails, and never panics.
+    #[test]
+    fn arbitrary_stored_credentials(
+        m in 0usize..7,
+        hash in 0usize..3,
+        salt in proptest::collection::vec(any::<u8>(), 0..20),
+        iterations in 0u32..3,
+        stored_key in proptest::collection::vec(any::<u8>(), 0..70),
+        server_key in proptest::collection::vec(any::<u8>(), 0..70),
+        last in proptest::collection::vec(any::<u8>(), 0..100),
+    ) {
+        let mechanism = Mechanism::ALL[m];
+        let hash = [ScramHash::Sha1, ScramHash::Sha256, ScramHash::Sha512][hash];
+        let cred = ScramCredential { hash, salt, iterations, stored_key, server_key };
+        let config = SaslConfig::new("example.com", [3; 32]);
+        let Ok(mut s) = ServerSession::new(mechanism, cb(), &config) else {
+            return Ok(());
+        };
+        if let Ok(Step::NeedCredentials { .. }) = s.step(&prefix(mechanism))
+            && let Ok(Step::Challenge(_)) = s.provide(Some(std::slice::from_ref(&cred)))
+        {
+            let _ = s.step(&last);
+        }
     }
 }

@@ -9,7 +9,10 @@
 //!    [`ChannelBinding`] data of its TLS connection.
 //! 2. [`ServerSession::step`] with the decoded initial response (if the
 //!    `<auth/>` carried none, send an empty `<challenge/>` first and feed
-//!    the `<response/>` instead). It answers [`Step::NeedCredentials`].
+//!    the `<response/>` instead). It answers [`Step::NeedCredentials`]
+//!    (SCRAM answers a [`Step::Challenge`] at once for a user name that no
+//!    account can have, as if the user were absent: handle every [`Step`]
+//!    at every point).
 //! 3. The caller looks the user up in storage (async) and hands the result
 //!    to [`ServerSession::provide`]; `None` for a user that does not exist.
 //!    SCRAM answers a [`Step::Challenge`] (server-first), which looks the
