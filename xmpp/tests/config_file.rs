@@ -78,6 +78,10 @@ fn the_default_is_what_serve_uses_without_a_file() {
         ]
     );
     assert_eq!(config.listeners[0].starttls_policy(), StartTls::Required);
+    let limits = config.listeners[0].stream_limits();
+    assert_eq!(limits.max_stanza_size, 65_536);
+    assert_eq!(limits.max_stanza_size_unauthenticated, 10_240);
+    assert_eq!(config.listeners[0].auth_timeout().as_secs(), 30);
     assert!(config.tls.self_signed);
     assert!(config.tls.certificate.is_none());
     assert_eq!(config.storage.data_dir, PathBuf::from("./data"));
@@ -473,4 +477,17 @@ fn a_config_changed_in_code_is_validated_without_a_file() {
     let mut config = Config::default();
     config.cluster = Some(ClusterConfig::new("n1", Cookie::new("x")));
     config.validate().expect("valid cluster");
+}
+
+#[test]
+fn a_key_or_table_given_twice_is_a_syntax_error_at_the_second() {
+    let err = Config::from_str(
+        "[acl.a]\nusers = [\"x\"]\n\n[acl.a]\nservers = [\"y\"]\n",
+        "beamline.toml",
+    )
+    .expect_err("duplicate table");
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("beamline.toml:4:"), "{err}");
+    let msg = refused("log_level = \"info\"\nlog_level = \"debug\"\n");
+    assert!(msg.starts_with("beamline.toml:2:1: "), "{msg}");
 }

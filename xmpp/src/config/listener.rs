@@ -2,11 +2,13 @@
 //! listener's connections.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::Config;
 use super::error::{ConfigError, KeyPath, Source};
+use crate::stream::StreamLimits;
 
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -123,6 +125,21 @@ impl ListenerConfig {
     /// when absent.
     pub fn starttls_policy(&self) -> StartTls {
         self.starttls.unwrap_or_default()
+    }
+
+    /// The stream decoder's limits for this listener's connections: its
+    /// stanza sizes, the decoder's defaults for the rest.
+    pub fn stream_limits(&self) -> StreamLimits {
+        StreamLimits {
+            max_stanza_size: self.max_stanza_size as usize,
+            max_stanza_size_unauthenticated: self.max_stanza_size_pre_auth as usize,
+            ..StreamLimits::default()
+        }
+    }
+
+    /// `auth_timeout_secs` as a duration.
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.auth_timeout_secs))
     }
 
     /// Whether the listener's connections use TLS from the first byte or

@@ -234,7 +234,10 @@ impl Config {
     /// Deserialises module `name`'s options into the module's own type
     /// (absent section: an empty table, so its defaults apply). Errors
     /// carry the file, line and key path as parse errors do; use
-    /// `deny_unknown_fields` on `T`.
+    /// `deny_unknown_fields` on `T`. When the configuration came from a
+    /// text, the options are read from that text (for its spans), so
+    /// changes made in code to [`Config::modules`] after parsing are seen
+    /// only for modules the text does not configure.
     pub fn module_options<T: DeserializeOwned>(&self, name: &str) -> Result<T, ConfigError> {
         let path = KeyPath::root().key("modules").key(name);
         // From the text when there is one, so that errors have spans.

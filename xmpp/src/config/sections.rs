@@ -201,8 +201,8 @@ impl Default for StorageConfig {
     }
 }
 
-/// The cluster's shared secret. Its `Debug` and `Display` never show it,
-/// and a wrongly typed value is refused without echoing it.
+/// The cluster's shared secret. Its `Debug` never shows it (there is no
+/// `Display`), and a wrongly typed value is refused without echoing it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Cookie(String);
 
