@@ -945,3 +945,43 @@ fn tls_server_end_point_hashes() {
         assert_eq!(tls_server_end_point(bad), None);
     }
 }
+
+#[test]
+fn bare_jid_as_user_name() {
+    let stored = creds("pencil");
+    let client = Client::new(
+        ScramHash::Sha256,
+        "Juliet@Example.COM",
+        "pencil",
+        "j",
+        "n,,",
+    );
+    let (r, client, _) = scram_exchange(
+        Mechanism::ScramSha256,
+        ChannelBinding::none(),
+        client,
+        "juliet",
+        Some(&stored),
+    );
+    let (authcid, _, d) = success(r);
+    assert_eq!(authcid, "juliet");
+    client.verify(&d.expect("server-final")).expect("signature");
+    let (authcid, _, _) = success(plain(b"\0juliet@example.com\0pencil", Some(&stored)));
+    assert_eq!(authcid, "juliet");
+    // Another domain's user is nobody here.
+    let mut s =
+        ServerSession::new(Mechanism::Plain, ChannelBinding::none(), &config()).expect("session");
+    assert_eq!(
+        s.step(b"\0juliet@example.org\0pencil")
+            .expect_err("foreign domain")
+            .condition(),
+        SaslCondition::NotAuthorized
+    );
+    let mut s = ServerSession::new(Mechanism::ScramSha1, ChannelBinding::none(), &config())
+        .expect("session");
+    // SCRAM answers as for an absent user.
+    challenge(
+        s.step(b"n,,n=juliet@example.org,r=abc")
+            .expect("fake challenge"),
+    );
+}

@@ -40,7 +40,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 pub use beamline_storage::backend::{ScramCredential, ScramHash};
 
-use crate::jid::{BareJid, NodePart};
+use crate::jid::{BareJid, DomainPart, NodePart};
 use crate::xml::Element;
 
 pub use channel_binding::{TLS_EXPORTER_LABEL, TLS_EXPORTER_LENGTH, tls_server_end_point};
@@ -623,9 +623,18 @@ impl fmt::Debug for ServerSession {
 }
 
 /// Normalizes a SASL user name to the local part of a JID (SASLprep, then
-/// nodeprep, which case-folds); `None` if it cannot be one.
-fn normalize_username(name: &str) -> Option<String> {
+/// nodeprep, which case-folds); `None` if it cannot be one. Some clients
+/// send their bare JID instead: accepted when its domain is ours.
+fn normalize_username(name: &str, domain: &str) -> Option<String> {
     let prepped = stringprep::saslprep(name).ok()?;
+    if prepped.contains('@') {
+        let jid = BareJid::new(&prepped).ok()?;
+        let ours = DomainPart::new(domain).ok()?;
+        if jid.domain().as_str() != ours.as_str() {
+            return None;
+        }
+        return jid.node().map(|n| n.as_str().to_owned());
+    }
     let node = NodePart::new(&prepped).ok()?;
     Some(node.as_str().to_owned())
 }

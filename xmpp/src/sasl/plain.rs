@@ -85,7 +85,7 @@ impl PlainServer {
         }
         std::str::from_utf8(&password.0).map_err(|_| SaslError::malformed("password not UTF-8"))?;
         // A name that cannot be a local part has no account.
-        let username = normalize_username(authcid)
+        let username = normalize_username(authcid, &self.domain)
             .ok_or_else(|| SaslError::not_authorized("user name cannot be a JID local part"))?;
         let authzid = if authzid.is_empty() {
             None

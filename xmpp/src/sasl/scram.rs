@@ -278,7 +278,7 @@ impl ScramServer {
                 if first.username.is_empty() {
                     return Err(SaslError::malformed("empty user name"));
                 }
-                match normalize_username(&first.username) {
+                match normalize_username(&first.username, &self.domain) {
                     Some(u) => {
                         if let Some(a) = &first.authzid {
                             check_authzid(a, &u, &self.domain)?;
