@@ -41,6 +41,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 pub use beamline_storage::backend::{ScramCredential, ScramHash};
 
 use crate::jid::{BareJid, DomainPart, NodePart};
+use crate::ns::SASL as NS_SASL;
 use crate::xml::Element;
 
 pub use channel_binding::{TLS_EXPORTER_LABEL, TLS_EXPORTER_LENGTH, tls_server_end_point};
@@ -49,9 +50,8 @@ pub use scram::{
     scram_credential_with_salt,
 };
 
-/// The SASL namespace (RFC 6120 §6.4).
-pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
-/// The namespace of XEP-0440 (SASL channel-binding type capability).
+/// The namespace of XEP-0440 (SASL channel-binding type capability);
+/// the SASL one is [`crate::ns::SASL`].
 pub const NS_SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 
 /// A SASL mechanism this server implements.
