@@ -226,6 +226,23 @@ fn duplicate_host() {
 fn hosts_are_lowercased_and_not_empty() {
     let config = Config::from_str("hosts = [\"Example.ORG\"]\n", "b.toml").expect("valid");
     assert_eq!(config.hosts, ["example.org"]);
+    let msg = refused("hosts = [\"a..b\"]\n");
+    assert!(
+        msg.starts_with("beamline.toml:1:10: hosts[0]: `a..b` is not a domain name"),
+        "{msg}"
+    );
+    let msg = refused("[acl.x]\nusers = [\"ok@example.org\", \"a@b@c\"]\n");
+    assert!(
+        msg.starts_with("beamline.toml:2:28: acl.x.users[1]: `a@b@c` is neither"),
+        "{msg}"
+    );
+    let msg = refused("[acl.x]\nservers = [\"exa mple.org\"]\n");
+    assert!(
+        msg.starts_with(
+            "beamline.toml:2:12: acl.x.servers[0]: `exa mple.org` is not a domain name"
+        ),
+        "{msg}"
+    );
     assert_eq!(
         refused("hosts = []\n"),
         "beamline.toml:1:9: hosts: at least one host is needed"

@@ -10,8 +10,8 @@ use std::str::FromStr;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use super::Config;
 use super::error::{ConfigError, KeyPath, Source};
+use super::{Config, check_domain};
 
 /// ACL names every configuration has: `all` matches everyone, `none` no one.
 pub const BUILTIN_ACLS: [&str; 2] = ["all", "none"];
@@ -347,8 +347,10 @@ pub(crate) fn validate(config: &Config, src: &Source) -> Result<(), ConfigError>
         }
         for (i, user) in entry.users.iter().enumerate() {
             let ok = match user.split_once('@') {
-                Some((local, host)) => !local.is_empty() && !host.is_empty() && !host.contains('@'),
-                None => !user.is_empty(),
+                Some((local, host)) => {
+                    jid::NodePart::new(local).is_ok() && check_domain(host).is_ok()
+                }
+                None => jid::NodePart::new(user).is_ok(),
             };
             if !ok {
                 return Err(src.invalid(
@@ -358,11 +360,8 @@ pub(crate) fn validate(config: &Config, src: &Source) -> Result<(), ConfigError>
             }
         }
         for (i, server) in entry.servers.iter().enumerate() {
-            if server.is_empty() || server.contains('@') {
-                return Err(src.invalid(
-                    &path.key("servers").index(i),
-                    format!("`{server}` is not a domain"),
-                ));
+            if let Err(why) = check_domain(server) {
+                return Err(src.invalid(&path.key("servers").index(i), why));
             }
         }
     }

@@ -117,6 +117,27 @@ fn default_listeners() -> Vec<ListenerConfig> {
     ]
 }
 
+/// A host name as JIDs carry it: nameprep'd (which lowercases), or just
+/// lowercased when it is not a valid domain (validation then refuses it).
+fn normalize_host(host: &str) -> String {
+    jid::DomainPart::new(host).map_or_else(|_| host.to_lowercase(), |d| d.to_string())
+}
+
+/// A domain a JID may have (RFC 7622 domainpart, via the `jid` crate), and
+/// not a dotted name with an empty label at either end.
+pub(crate) fn check_domain(host: &str) -> Result<(), String> {
+    let plain = !host.starts_with('.')
+        && !host.ends_with('.')
+        && !host
+            .chars()
+            .any(|c| c.is_whitespace() || "@/\"&'<>".contains(c));
+    match jid::DomainPart::new(host) {
+        Ok(_) if plain => Ok(()),
+        Ok(_) => Err(format!("`{host}` is not a domain name")),
+        Err(e) => Err(format!("`{host}` is not a domain name: {e}")),
+    }
+}
+
 fn default_source() -> Source {
     Source::new(DEFAULT_ORIGIN, None)
 }
@@ -167,7 +188,7 @@ impl Config {
         let mut config = Config::deserialize(toml::de::Deserializer::from(doc))
             .map_err(|e| src.schema_error(&e))?;
         for host in &mut config.hosts {
-            *host = host.to_lowercase();
+            *host = normalize_host(host);
         }
         config.source = src;
         config.validate()?;
@@ -187,24 +208,17 @@ impl Config {
             return Err(src.invalid(&hosts, "at least one host is needed"));
         }
         for (i, host) in self.hosts.iter().enumerate() {
-            let ok = !host.is_empty()
-                && host.len() <= 1023
-                && !host.starts_with('.')
-                && !host.ends_with('.')
-                && !host
-                    .chars()
-                    .any(|c| c.is_whitespace() || "@/\"&'<>:".contains(c));
-            if !ok {
-                return Err(src.invalid(&hosts.index(i), format!("`{host}` is not a domain name")));
+            if let Err(why) = check_domain(host) {
+                return Err(src.invalid(&hosts.index(i), why));
             }
-            let lower = host.to_lowercase();
+            let norm = normalize_host(host);
             if let Some(j) = self.hosts[..i]
                 .iter()
-                .position(|h| h.to_lowercase() == lower)
+                .position(|h| normalize_host(h) == norm)
             {
                 return Err(src.invalid(
                     &hosts.index(i),
-                    format!("host `{lower}` is listed twice (also hosts[{j}])"),
+                    format!("host `{norm}` is listed twice (also hosts[{j}])"),
                 ));
             }
         }
