@@ -29,8 +29,8 @@ pub enum ScramHash {
 }
 
 /// One SCRAM credential (RFC 5802): what the server keeps instead of a
-/// password.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// password. Its `Debug` output leaves the keys out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScramCredential {
     /// Hash function.
     pub hash: ScramHash,
@@ -42,6 +42,17 @@ pub struct ScramCredential {
     pub stored_key: Vec<u8>,
     /// `HMAC(SaltedPassword, "Server Key")`.
     pub server_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ScramCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The keys let anyone who reads them log in as the user (ServerKey)
+        // or check password guesses offline: never print them.
+        f.debug_struct("ScramCredential")
+            .field("hash", &self.hash)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Errors of a backend.
@@ -552,6 +563,15 @@ mod tests {
             stored_key: vec![4; 32],
             server_key: vec![5; 32],
         }]
+    }
+
+    #[test]
+    fn debug_output_hides_the_keys() {
+        let shown = format!("{:?}", cred()[0]);
+        assert!(
+            shown.contains("Sha256") && !shown.contains("stored_key"),
+            "{shown}"
+        );
     }
 
     #[tokio::test]
