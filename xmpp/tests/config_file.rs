@@ -508,3 +508,55 @@ fn a_key_or_table_given_twice_is_a_syntax_error_at_the_second() {
     let msg = refused("log_level = \"info\"\nlog_level = \"debug\"\n");
     assert!(msg.starts_with("beamline.toml:2:1: "), "{msg}");
 }
+
+/// The keys a table accepts, read back from the "expected one of" list of
+/// the error for an unknown key in it.
+fn accepted_keys(table_header: &str) -> Vec<String> {
+    let text = format!("{table_header}\nzzz_unknown = 1\n");
+    let msg = refused(&text);
+    let (_, list) = msg
+        .split_once("unknown field `zzz_unknown`, expected ")
+        .unwrap_or_else(|| panic!("no key list in: {msg}"));
+    list.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_key_is_documented_and_in_the_example() {
+    let docs = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .expect("docs/configuration.md");
+    let example = std::fs::read_to_string(example_path()).expect("example");
+    let tables = [
+        "",
+        "[[listeners]]\nkind = \"c2s\"\nport = 5222",
+        "[tls]",
+        "[tls.hosts.localhost]\ncertificate = \"a\"\nkey = \"b\"",
+        "[auth]",
+        "[acl.x]",
+        "[shapers.x]\nrate = 1",
+        "[limits]",
+        "[storage]",
+        "[cluster]\ncookie = \"c\"",
+    ];
+    for header in tables {
+        let keys = accepted_keys(header);
+        assert!(!keys.is_empty(), "{header}");
+        for key in keys {
+            assert!(
+                [format!("`{key}`"), format!("`[{key}"), format!("`[[{key}")]
+                    .iter()
+                    .any(|form| docs.contains(form.as_str())),
+                "docs/configuration.md does not mention `{key}` of {header:?}"
+            );
+            assert!(
+                example.contains(&format!("{key} =")) || example.contains(&format!("[{key}")),
+                "beamline.example.toml does not show `{key}` of {header:?}"
+            );
+        }
+    }
+}
