@@ -83,8 +83,14 @@ impl Cidr {
     }
 }
 
+/// A CIDR network or ACL regular expression that does not parse; its
+/// message names the offending text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AclParseError(String);
+
 impl FromStr for Cidr {
-    type Err = String;
+    type Err = AclParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (addr, prefix) = match s.split_once('/') {
@@ -93,16 +99,15 @@ impl FromStr for Cidr {
         };
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("`{s}` is not an IP address or CIDR network"))?;
+            .map_err(|_| AclParseError(format!("`{s}` is not an IP address or CIDR network")))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}`: prefix length must be 0–{max}"))?,
-        };
+        let prefix =
+            match prefix {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+                    AclParseError(format!("`{s}`: prefix length must be 0–{max}"))
+                })?,
+            };
         Ok(Self { addr, prefix })
     }
 }
@@ -122,7 +127,7 @@ impl<'de> Deserialize<'de> for Cidr {
 /// Parses a string inside the visitor, not after it: the TOML deserializer
 /// gives an error its span only while the visitor runs, so this is what
 /// puts a bad element's own line and index (`ips[1]`) in the error.
-struct ParseVisitor<T>(&'static str, fn(&str) -> Result<T, String>);
+struct ParseVisitor<T>(&'static str, fn(&str) -> Result<T, AclParseError>);
 
 impl<T> Visitor<'_> for ParseVisitor<T> {
     type Value = T;
@@ -142,7 +147,7 @@ pub struct AclRegex(regex::Regex);
 
 impl AclRegex {
     /// Compiles `pattern` as an ACL does (with its size cap).
-    pub fn new(pattern: &str) -> Result<Self, String> {
+    pub fn new(pattern: &str) -> Result<Self, AclParseError> {
         regex::RegexBuilder::new(pattern)
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
@@ -156,7 +161,7 @@ impl AclRegex {
                     .last()
                     .unwrap_or_default()
                     .trim_start_matches("error: ");
-                format!("bad regular expression `{pattern}`: {why}")
+                AclParseError(format!("bad regular expression `{pattern}`: {why}"))
             })
     }
 

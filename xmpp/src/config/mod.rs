@@ -34,8 +34,8 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeTable, ValueDeserializer};
 
 pub use access::{
-    AccessRuleEntry, AclConfig, AclRegex, BUILTIN_ACLS, Cidr, LimitEntry, LimitRule, LimitsConfig,
-    ShaperConfig,
+    AccessRuleEntry, AclConfig, AclParseError, AclRegex, BUILTIN_ACLS, Cidr, LimitEntry, LimitRule,
+    LimitsConfig, ShaperConfig,
 };
 pub use error::{ConfigError, Location};
 pub use listener::{ListenerConfig, ListenerKind, StartTls};
