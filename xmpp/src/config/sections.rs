@@ -91,6 +91,23 @@ pub enum SaslMechanism {
     Plain,
 }
 
+impl From<SaslMechanism> for crate::sasl::Mechanism {
+    /// The SASL layer's mechanism for a configured one (both name the same
+    /// IANA mechanisms; the config's type exists for its serde names).
+    fn from(m: SaslMechanism) -> Self {
+        use crate::sasl::Mechanism as M;
+        match m {
+            SaslMechanism::ScramSha1 => M::ScramSha1,
+            SaslMechanism::ScramSha1Plus => M::ScramSha1Plus,
+            SaslMechanism::ScramSha256 => M::ScramSha256,
+            SaslMechanism::ScramSha256Plus => M::ScramSha256Plus,
+            SaslMechanism::ScramSha512 => M::ScramSha512,
+            SaslMechanism::ScramSha512Plus => M::ScramSha512Plus,
+            SaslMechanism::Plain => M::Plain,
+        }
+    }
+}
+
 impl SaslMechanism {
     /// Every mechanism, strongest first: the default list.
     pub const ALL: [SaslMechanism; 7] = [
@@ -408,4 +425,16 @@ pub(crate) fn validate(config: &Config, src: &Source) -> Result<(), ConfigError>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod mechanism_tests {
+    use super::SaslMechanism;
+
+    #[test]
+    fn configured_mechanisms_map_to_the_same_sasl_names() {
+        for m in SaslMechanism::ALL {
+            assert_eq!(crate::sasl::Mechanism::from(m).name(), m.name());
+        }
+    }
 }
