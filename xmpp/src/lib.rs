@@ -24,6 +24,8 @@
 //!   before its stream closes; every [`DecodeError`] maps to one.
 //! - [`stanza_error`]: stanza errors (RFC 6120 §8.3) and
 //!   [`stanza_error::error_reply`].
+//! - [`tls`]: certificates (configured or self-signed), the rustls server
+//!   configuration per listener kind, and SASL channel binding data.
 //!
 //! The crate has one XML stack, quick-xml, and parses each complete stanza
 //! with its synchronous reader.
@@ -35,6 +37,7 @@ pub mod sasl;
 pub mod stanza_error;
 pub mod stream;
 pub mod stream_error;
+pub mod tls;
 pub mod xml;
 
 pub use crate::jid::{BareJid, FullJid, Jid};
