@@ -89,6 +89,14 @@ pub enum TlsError {
         /// The parser's message.
         reason: String,
     },
+    /// The certificate does not parse as X.509.
+    #[error("{}: bad certificate: {reason}", path.display())]
+    BadCertificate {
+        /// The file.
+        path: PathBuf,
+        /// rustls' message.
+        reason: String,
+    },
     /// The private key is of a kind the crypto provider cannot use.
     #[error("{}: unusable private key: {reason}", path.display())]
     UnsupportedKey {
@@ -264,10 +272,16 @@ impl ServerCertificates {
         server_name
             .and_then(|name| self.inner.hosts.get(&normalize(name)))
             .or(self.inner.default.as_ref())
+            // Every host has its own and there is no default: a client
+            // without SNI (or naming no host here) still gets a
+            // certificate, the first host's by name, rather than a
+            // handshake failure.
+            .or_else(|| self.inner.hosts.values().next())
     }
 
     /// The certificate sent to a client that asked for `server_name`
-    /// (SNI): that host's own, else the default; `None` if neither.
+    /// (SNI): that host's own, else the default, else the first host's
+    /// (by name); `None` only when there are no certificates at all.
     pub fn certificate_for(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         self.entry(server_name).map(|e| e.key.clone())
     }
@@ -420,7 +434,7 @@ pub fn load_certified_key(certificate: &Path, key: &Path) -> Result<CertifiedKey
             certificate: certificate.to_owned(),
             key: key.to_owned(),
         }),
-        Err(other) => Err(TlsError::BadPem {
+        Err(other) => Err(TlsError::BadCertificate {
             path: certificate.to_owned(),
             reason: other.to_string(),
         }),

@@ -180,6 +180,19 @@ fn user_pem_errors_name_the_file() {
         "{e:?}"
     );
 
+    // A PEM block whose bytes are no certificate.
+    let garbage = dir.path().join("garbage.crt");
+    fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let e = load_certified_key(&garbage, &key).expect_err("bad certificate");
+    assert!(
+        matches!(&e, TlsError::BadCertificate { path, .. } if path == &garbage),
+        "{e:?}"
+    );
+
     // An empty file.
     let empty = dir.path().join("empty.key");
     fs::write(&empty, "").expect("write");
@@ -265,5 +278,35 @@ fn no_certificate_without_self_signed_is_an_error() {
     assert!(
         matches!(&e, TlsError::NoCertificateForHost { host } if host == "b.example"),
         "{e:?}"
+    );
+}
+
+#[test]
+fn without_default_the_first_host_answers_unknown_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a_cert, a_key) = write_pair(dir.path(), "a", &["a.example"]);
+    let (b_cert, b_key) = write_pair(dir.path(), "b", &["b.example"]);
+    let a = load_certified_key(&a_cert, &a_key).expect("a");
+    let b = load_certified_key(&b_cert, &b_key).expect("b");
+    let a_der = a.cert[0].clone();
+    let certs = ServerCertificates::from_keys(
+        [("b.example".to_owned(), b), ("a.example".to_owned(), a)],
+        None,
+    );
+    assert_eq!(
+        certs.certificate_for(None).expect("fallback").cert[0],
+        a_der
+    );
+    assert_eq!(
+        certs
+            .certificate_for(Some("zzz.example"))
+            .expect("fallback")
+            .cert[0],
+        a_der
+    );
+    assert!(
+        ServerCertificates::from_keys([], None)
+            .certificate_for(None)
+            .is_none()
     );
 }
