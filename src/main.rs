@@ -1,18 +1,28 @@
 //! The `beamline` binary: parses flags, sets up logging, runs a node.
 //!
-//! `beamline serve` starts a node's supervision tree and runs until Ctrl-C or
-//! SIGTERM, then shuts the tree down in reverse start order. Until the XMPP
-//! server lands, the tree holds the module manager and the (empty) session
-//! supervisor, and the node logs its shape at start.
+//! `beamline serve` loads and validates the configuration (a file, or the
+//! defaults), opens the node's data directory (disc tables, the
+//! self-signed certificate), starts the node's supervision tree and runs
+//! until Ctrl-C or SIGTERM, then shuts the tree down in reverse start order.
+//! Until the XMPP listeners land, the tree holds the module manager and the
+//! (empty) session supervisor, and the node logs its shape at start.
+//! `beamline check-config FILE` only validates a configuration file.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use beamline::storage::DurableDb;
+use beamline::storage::backend::TablesBackend;
+use beamline::storage::disc::{DiscOptions, SyncPolicy};
 use beamline::supervision::module::ModuleManager;
 use beamline::supervision::{
     DynamicMsg, DynamicSpec, DynamicSupervisor, DynamicSupervisorRef, Strategy, Supervisor,
     SupervisorMsg, SupervisorRef, SupervisorSpec,
 };
+use beamline::xmpp::config::{Config, SyncMode};
+use beamline::xmpp::tls::ServerCertificates;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -30,6 +40,10 @@ struct Cli {
 enum Command {
     /// Run a node until Ctrl-C or SIGTERM.
     Serve {
+        /// Configuration file (TOML); without it the defaults apply
+        /// (host `localhost`, data under ./data).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Node name, shown in logs.
         #[arg(long, default_value = "beamline@localhost")]
         name: String,
@@ -40,6 +54,57 @@ enum Command {
         #[arg(long, default_value = "30", value_name = "SECONDS")]
         shutdown_timeout: u64,
     },
+    /// Validate a configuration file and exit (0: valid).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    // The error already reads `file:line:col: key: message`.
+    match path {
+        Some(p) => Config::from_file(p).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Opens the data directory: the disc tables with the server's backend
+/// tables declared, and the TLS certificates (generated on first start).
+async fn open_data(config: &Config) -> anyhow::Result<DurableDb> {
+    let data_dir = &config.storage.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let sync = match config.storage.sync {
+        SyncMode::Group => SyncPolicy::Group {
+            max_delay: Duration::ZERO,
+            max_batch: 256,
+        },
+        _ => SyncPolicy::EveryCommit,
+    };
+    let db_dir = data_dir.join("db");
+    let db = DurableDb::open(&db_dir, DiscOptions::default().with_sync(sync))
+        .await
+        .with_context(|| format!("opening {}", db_dir.display()))?;
+    let backend = TablesBackend::new(db.db().clone()).context("declaring the backend tables")?;
+    let users: usize = {
+        let mut n = 0;
+        for host in &config.hosts {
+            n += beamline::storage::backend::Backend::users(&backend, host)
+                .await
+                .map(|u| u.len())
+                .unwrap_or(0);
+        }
+        n
+    };
+    let certs = ServerCertificates::from_config(config).context("loading TLS certificates")?;
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        users,
+        certificates = ?certs,
+        "data directory open"
+    );
+    Ok(db)
 }
 
 /// One line per child, indented by depth: child ids from supervisors, and
@@ -76,7 +141,15 @@ async fn describe(sup: SupervisorRef, depth: usize, out: &mut Vec<String>) {
     }
 }
 
-async fn serve(name: String, max_sessions: usize, shutdown_timeout: u64) -> anyhow::Result<()> {
+async fn serve(
+    config: Option<PathBuf>,
+    name: String,
+    max_sessions: usize,
+    shutdown_timeout: u64,
+) -> anyhow::Result<()> {
+    let config = load_config(config.as_ref())?;
+    tracing::info!(origin = config.origin(), hosts = ?config.hosts, "configuration valid");
+    let db = open_data(&config).await?;
     let sessions = DynamicSpec {
         max_children: Some(max_sessions),
         ..DynamicSpec::default()
@@ -107,18 +180,30 @@ async fn serve(name: String, max_sessions: usize, shutdown_timeout: u64) -> anyh
     root.shutdown(Some(Duration::from_secs(shutdown_timeout)))
         .await
         .context("shutting down")?;
+    db.sync().await.context("flushing the disc log")?;
     tracing::info!("stopped");
     Ok(())
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     beamline::runtime::telemetry::init_tracing();
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Serve {
+            config,
             name,
             max_sessions,
             shutdown_timeout,
-        } => serve(name, max_sessions, shutdown_timeout).await,
+        } => serve(config, name, max_sessions, shutdown_timeout).await,
+        Command::CheckConfig { file } => load_config(Some(&file)).map(|c| {
+            println!("{}: valid ({} host(s))", c.origin(), c.hosts.len());
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("beamline: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }
