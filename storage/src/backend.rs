@@ -235,8 +235,9 @@ fn user_range(host: &str, user: &str, name: Option<&str>) -> (Bound<EntryKey>, B
     match name {
         Some(n) => (
             Bound::Included(k(host, user, n, "")),
-            // Names never contain this character, so it bounds the range.
-            Bound::Excluded(k(host, user, &format!("{n}\u{10FFFF}"), "")),
+            // "name\0" sorts after every key under `name` and before every
+            // longer name ("roster" < "roster\0" < "rosterx").
+            Bound::Excluded(k(host, user, &format!("{n}\u{0}"), "")),
         ),
         None => (
             Bound::Included(k(host, user, "", "")),
@@ -427,7 +428,6 @@ impl Backend for TablesBackend {
                 .maps
                 .range(user_range(host, user, Some(map)))?
                 .into_iter()
-                .filter(|e| e.key.2 == map)
                 .map(|e| (e.key.3, e.value))
                 .collect())
         })
@@ -445,11 +445,7 @@ impl Backend for TablesBackend {
             let pushed = self
                 .db
                 .transaction(|tx| {
-                    let items: Vec<Entry> = tx
-                        .range(&self.queues, user_range(host, user, Some(queue)))?
-                        .into_iter()
-                        .filter(|e| e.key.2 == queue)
-                        .collect();
+                    let items = tx.range(&self.queues, user_range(host, user, Some(queue)))?;
                     if items.len() >= max {
                         return Ok(false);
                     }
@@ -489,11 +485,7 @@ impl Backend for TablesBackend {
             Ok(self
                 .db
                 .transaction(|tx| {
-                    let items: Vec<Entry> = tx
-                        .range(&self.queues, user_range(host, user, Some(queue)))?
-                        .into_iter()
-                        .filter(|e| e.key.2 == queue)
-                        .collect();
+                    let items = tx.range(&self.queues, user_range(host, user, Some(queue)))?;
                     let mut out = Vec::with_capacity(items.len());
                     for e in items {
                         tx.delete(&self.queues, e.key)?;
@@ -510,9 +502,7 @@ impl Backend for TablesBackend {
             Ok(self
                 .queues
                 .range(user_range(host, user, Some(queue)))?
-                .iter()
-                .filter(|e| e.key.2 == queue)
-                .count())
+                .len())
         })
     }
 

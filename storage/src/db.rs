@@ -325,6 +325,27 @@ impl Db {
         self.inner.seq.fetch_max(seq, Ordering::AcqRel);
     }
 
+    /// The tables an encoded transaction reads or writes, by name (the
+    /// order in which their commit locks are taken).
+    fn raw_involved<'t>(
+        &self,
+        tx: &'t RawTx,
+    ) -> Result<BTreeMap<&'t str, Arc<dyn AnyTable>>, CommitFail> {
+        let mut involved = BTreeMap::new();
+        for name in tx
+            .writes
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(tx.reads.iter().map(RawRead::table))
+        {
+            let t = self
+                .any_table(name)
+                .ok_or_else(|| CommitFail::Error(StorageError::NoSuchTable(name.to_string())))?;
+            involved.insert(name, t);
+        }
+        Ok(involved)
+    }
+
     /// Validates and applies an encoded transaction (on a table's primary):
     /// under the commit locks, in name order, checks the reads, assigns a
     /// seq, logs disc tables, applies, then calls `under_lock(seq)` while
@@ -339,18 +360,7 @@ impl Db {
         check: impl FnOnce() -> Result<(), CommitFail>,
         under_lock: impl FnOnce(u64, &[(String, u64)]),
     ) -> Result<(u64, BoxFuture<'static, Result<(), StorageError>>), CommitFail> {
-        let mut involved: BTreeMap<&str, Arc<dyn AnyTable>> = BTreeMap::new();
-        for name in tx
-            .writes
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .chain(tx.reads.iter().map(RawRead::table))
-        {
-            let t = self
-                .any_table(name)
-                .ok_or_else(|| CommitFail::Error(StorageError::NoSuchTable(name.to_string())))?;
-            involved.insert(name, t);
-        }
+        let involved = self.raw_involved(tx)?;
         // Decode before locking: a bad op must not leave half a commit.
         let mut decoded = Vec::with_capacity(tx.writes.len());
         for (name, ops) in &tx.writes {
@@ -396,18 +406,7 @@ impl Db {
         tx: &RawTx,
         reserve: impl FnOnce() -> Result<(), CommitFail>,
     ) -> Result<(), CommitFail> {
-        let mut involved: BTreeMap<&str, Arc<dyn AnyTable>> = BTreeMap::new();
-        for name in tx
-            .writes
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .chain(tx.reads.iter().map(RawRead::table))
-        {
-            let t = self
-                .any_table(name)
-                .ok_or_else(|| CommitFail::Error(StorageError::NoSuchTable(name.to_string())))?;
-            involved.insert(name, t);
-        }
+        let involved = self.raw_involved(tx)?;
         for (name, ops) in &tx.writes {
             involved[name.as_str()]
                 .decode_ops(ops)
