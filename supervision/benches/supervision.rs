@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use beamline_supervision::{
-    ChildSpec, DynamicSpec, DynamicSupervisor, Intensity, Strategy, Supervisor, SupervisorSpec,
+    ChildHandle, ChildSpec, DynamicSpec, DynamicSupervisor, Intensity, Strategy, Supervisor,
+    SupervisorSpec,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, Message, SupervisionEvent};
@@ -75,6 +76,24 @@ fn many() -> Intensity {
     }
 }
 
+/// Crashes the handle's child `iters` times, each time waiting for its
+/// replacement; returns the total crash-to-running time.
+async fn crash_and_wait(handle: ChildHandle, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let gen_now = handle.generation();
+        let cell = handle.get().expect("running");
+        let began = Instant::now();
+        let _ = cell.send_message(Crash);
+        handle
+            .wait_generation(gen_now + 1, Duration::from_secs(10))
+            .await
+            .expect("restarted");
+        total += began.elapsed();
+    }
+    total
+}
+
 fn restart_latency(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -121,24 +140,8 @@ fn restart_latency(c: &mut Criterion) {
                 Supervisor::start(None, spec).await.expect("sup").0
             });
             let handle = rt.block_on(sup.child("c0")).expect("handle");
-            b.to_async(&rt).iter_custom(|iters| {
-                let handle = handle.clone();
-                async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let gen_now = handle.generation();
-                        let cell = handle.get().expect("running");
-                        let began = Instant::now();
-                        let _ = cell.send_message(Crash);
-                        handle
-                            .wait_generation(gen_now + 1, Duration::from_secs(10))
-                            .await
-                            .expect("restarted");
-                        total += began.elapsed();
-                    }
-                    total
-                }
-            });
+            b.to_async(&rt)
+                .iter_custom(|iters| crash_and_wait(handle.clone(), iters));
         });
     }
 
@@ -153,24 +156,8 @@ fn restart_latency(c: &mut Criterion) {
                 .await
                 .expect("child")
         });
-        b.to_async(&rt).iter_custom(|iters| {
-            let handle = handle.clone();
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let gen_now = handle.generation();
-                    let cell = handle.get().expect("running");
-                    let began = Instant::now();
-                    let _ = cell.send_message(Crash);
-                    handle
-                        .wait_generation(gen_now + 1, Duration::from_secs(10))
-                        .await
-                        .expect("restarted");
-                    total += began.elapsed();
-                }
-                total
-            }
-        });
+        b.to_async(&rt)
+            .iter_custom(|iters| crash_and_wait(handle.clone(), iters));
     });
     group.finish();
 }
