@@ -409,20 +409,7 @@ impl<R: Record> AnyTable for TableCore<R> {
     }
 
     fn load(&self, bytes: &[u8], seq: u64) -> Result<(), StorageError> {
-        let mut records: Vec<R> = Vec::new();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let (len, tail) = rest
-                .split_first_chunk::<4>()
-                .ok_or(StorageError::CorruptDump("truncated length"))?;
-            let len = u32::from_le_bytes(*len) as usize;
-            if tail.len() < len {
-                return Err(StorageError::CorruptDump("truncated record"));
-            }
-            let (rec, tail) = tail.split_at(len);
-            records.push(codec::decode(rec)?);
-            rest = tail;
-        }
+        let records: Vec<R> = crate::db::decode_dump(bytes)?;
         let _guard = self.commit_lock.lock();
         {
             let mut rows = self.rows.write();
