@@ -163,6 +163,17 @@ impl TestNode {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{sig} failed");
+        if sig == "STOP" {
+            // kill(2) returns before every thread of the target has
+            // stopped; a request sent right away could still be answered.
+            let pid = self.child.id();
+            wait_until("process stopped", Duration::from_secs(5), || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                })
+            });
+        }
     }
 
     /// kill -9 and reap.
