@@ -31,6 +31,7 @@
 //! [`scram_credential`] and [`account_credentials`] make them.
 
 mod channel_binding;
+pub mod client;
 mod plain;
 mod scram;
 
