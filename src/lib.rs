@@ -6,7 +6,11 @@
 //!   the global registry, remote messages and hooks);
 //! - [`supervision`]: OTP supervisors and the module manager;
 //! - [`storage`]: Mnesia-style tables;
-//! - [`xmpp`]: the XMPP server.
+//! - [`xmpp`]: the XMPP server;
+//! - [`admin`]: the admin socket of a running node and the `ctl` client
+//!   (in the manner of `ejabberdctl`).
+
+pub mod admin;
 
 pub use beamline_runtime as runtime;
 pub use beamline_storage as storage;
