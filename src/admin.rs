@@ -1346,6 +1346,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stop_closes_idle_connections_at_once() {
+        let mut f = start().await;
+        let mut conn = UnixStream::connect(&f.path).await.unwrap();
+        // Make sure the connection was accepted before stopping.
+        conn.write_all(b"{\"command\":\"status\"}\n").await.unwrap();
+        let mut reader = BufReader::new(&mut conn);
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        let stop = f.server.take().unwrap().stop();
+        tokio::time::timeout(Duration::from_secs(2), stop)
+            .await
+            .expect("stop waits for no idle connection");
+        let mut rest = Vec::new();
+        assert_eq!(reader.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
     async fn drop_removes_the_socket() {
         let mut f = start().await;
         drop(f.server.take());
