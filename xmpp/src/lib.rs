@@ -30,10 +30,15 @@
 //! The crate has one XML stack, quick-xml, and parses each complete stanza
 //! with its synchronous reader.
 
+pub mod c2s;
 pub mod config;
+pub mod hooks;
 pub mod jid;
 pub mod ns;
+pub mod router;
 pub mod sasl;
+pub mod server;
+pub mod sm;
 pub mod stanza_error;
 pub mod stream;
 pub mod stream_error;

@@ -119,7 +119,7 @@ fn default_listeners() -> Vec<ListenerConfig> {
 
 /// A host name as JIDs carry it: nameprep'd (which lowercases), or just
 /// lowercased when it is not a valid domain (validation then refuses it).
-fn normalize_host(host: &str) -> String {
+pub(crate) fn normalize_host(host: &str) -> String {
     jid::DomainPart::new(host).map_or_else(|_| host.to_lowercase(), |d| d.to_string())
 }
 

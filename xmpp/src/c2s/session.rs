@@ -1,0 +1,482 @@
+//! The session actor: resource binding, stanza checks, `from` stamping,
+//! hooks, routing, and writing what is delivered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use beamline_runtime::hooks::Scope;
+use parking_lot::Mutex;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use super::negotiate::{ListenerSettings, WRITE_TIMEOUT};
+use super::{BoxIo, C2sMsg, IpGuard, Peer};
+use crate::hooks::{
+    SM_REGISTER_CONNECTION, SM_REMOVE_CONNECTION, SessionInfo, USER_RECEIVE_PACKET,
+    USER_SEND_PACKET,
+};
+use crate::jid::{BareJid, FullJid};
+use crate::ns;
+use crate::server::ServerCtx;
+use crate::sm::LocalSession;
+use crate::stanza_error::{StanzaError, StanzaErrorCondition, error_reply};
+use crate::stream::write_stream_close;
+use crate::stream_error::{StreamError, StreamErrorCondition};
+use crate::xml::Element;
+
+/// A client session; see the [module docs](super).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct C2sSession;
+
+/// What a session starts with: the connection, taken once.
+pub struct C2sArgs {
+    pub(crate) ctx: Arc<ServerCtx>,
+    pub(crate) listener: Arc<ListenerSettings>,
+    pub(crate) io: Mutex<Option<BoxIo>>,
+    pub(crate) peer: Peer,
+    pub(crate) guard: Mutex<Option<IpGuard>>,
+}
+
+impl std::fmt::Debug for C2sArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("C2sArgs")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State of a bound session.
+struct Bound {
+    jid: FullJid,
+    bare: BareJid,
+    sid: u64,
+    info: SessionInfo,
+}
+
+/// State of a session actor.
+pub struct C2sState {
+    ctx: Arc<ServerCtx>,
+    peer: Peer,
+    io_task: Option<AbortHandle>,
+    stop_negotiation: Option<oneshot::Sender<StreamError>>,
+    writer: Option<WriteHalf<BoxIo>>,
+    out: Vec<u8>,
+    /// user, host once authenticated.
+    account: Option<(String, String)>,
+    bound: Option<Bound>,
+    queued: Arc<AtomicU32>,
+    /// The stream's end was written (or the connection is gone).
+    closed: bool,
+    _guard: Option<IpGuard>,
+}
+
+impl C2sState {
+    async fn write_bytes(&mut self) -> bool {
+        let Some(w) = self.writer.as_mut() else {
+            self.out.clear();
+            return false;
+        };
+        let r = tokio::time::timeout(WRITE_TIMEOUT, async {
+            w.write_all(&self.out).await?;
+            w.flush().await
+        })
+        .await;
+        self.out.clear();
+        // Shrink a buffer a large stanza grew.
+        if self.out.capacity() > 4096 {
+            self.out = Vec::new();
+        }
+        matches!(r, Ok(Ok(())))
+    }
+
+    /// Writes one element; false if the connection failed.
+    async fn send(&mut self, el: &Element) -> bool {
+        el.write_in_stream(ns::JABBER_CLIENT, &mut self.out);
+        self.write_bytes().await
+    }
+
+    /// Ends the stream: an optional error, the close tag, shutdown.
+    async fn close(&mut self, error: Option<StreamError>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if let Some(tx) = self.stop_negotiation.take() {
+            // Still negotiating: the I/O task owns the connection.
+            let _ = tx.send(error.unwrap_or_else(|| StreamErrorCondition::SystemShutdown.into()));
+            return;
+        }
+        if let Some(e) = error {
+            e.write_to(ns::JABBER_CLIENT, &mut self.out);
+        }
+        write_stream_close(&mut self.out);
+        self.write_bytes().await;
+        if let Some(w) = self.writer.as_mut() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), w.shutdown()).await;
+        }
+        self.writer = None;
+    }
+
+    fn stream_error(condition: StreamErrorCondition, text: &str) -> StreamError {
+        StreamError::new(condition).with_text(text, Some("en"))
+    }
+
+    /// Answers `stanza` with a stanza error, straight to this client.
+    async fn reply_error(&mut self, stanza: &Element, condition: StanzaErrorCondition) -> bool {
+        let mut e = stanza.clone();
+        // The reply goes back to the client: `to` is the client.
+        if let Some(b) = &self.bound {
+            e.set_attr("from", b.jid.to_string());
+        }
+        match error_reply(&e, &StanzaError::new(condition), false) {
+            Some(reply) => self.send(&reply).await,
+            None => true,
+        }
+    }
+
+    async fn bind(&mut self, myself: &ActorRef<C2sMsg>, iq: &Element) -> Result<(), StreamError> {
+        let Some((user, host)) = self.account.clone() else {
+            return Err(Self::stream_error(
+                StreamErrorCondition::NotAuthorized,
+                "not authenticated",
+            ));
+        };
+        let requested = iq
+            .get_child("bind", ns::BIND)
+            .and_then(|b| b.child_text("resource", ns::BIND))
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        let resource = requested.unwrap_or_else(|| {
+            let mut raw = [0u8; 8];
+            let _ = getrandom::fill(&mut raw);
+            let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            format!("beamline-{hex}")
+        });
+        let Ok(jid) = FullJid::new(&format!("{user}@{host}/{resource}")) else {
+            self.reply_error(iq, StanzaErrorCondition::BadRequest).await;
+            return Ok(());
+        };
+        let sid = self.ctx.sm.next_sid();
+        let local = LocalSession {
+            actor: myself.clone(),
+            queued: self.queued.clone(),
+            jid: jid.clone(),
+        };
+        let max = self.ctx.max_sessions_per_user();
+        if let Err(e) = self.ctx.sm.register(&jid, sid, local, max).await {
+            tracing::warn!(error = %e, "session registration failed");
+            self.reply_error(iq, StanzaErrorCondition::InternalServerError)
+                .await;
+            return Ok(());
+        }
+        let info = SessionInfo {
+            jid: jid.clone(),
+            ip: self.peer.addr.map(|a| a.ip()),
+        };
+        self.bound = Some(Bound {
+            bare: jid.to_bare(),
+            jid: jid.clone(),
+            sid,
+            info: info.clone(),
+        });
+        let reply = Element::builder("iq", ns::JABBER_CLIENT)
+            .attr("type", "result")
+            .attr_opt("id", iq.attr("id"))
+            .append(
+                Element::builder("bind", ns::BIND)
+                    .append(
+                        Element::builder("jid", ns::BIND)
+                            .text(&jid.to_string())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        if !self.send(&reply).await {
+            return Err(StreamErrorCondition::ConnectionTimeout.into());
+        }
+        let _ = self
+            .ctx
+            .hooks
+            .run(&SM_REGISTER_CONNECTION, Scope::Host(&host), info)
+            .await;
+        Ok(())
+    }
+
+    /// A top-level element from the client. `Err`: close with that error.
+    async fn from_client(
+        &mut self,
+        myself: &ActorRef<C2sMsg>,
+        mut el: Element,
+    ) -> Result<(), StreamError> {
+        if el.ns() != ns::JABBER_CLIENT || !matches!(el.name(), "iq" | "message" | "presence") {
+            return Err(Self::stream_error(
+                StreamErrorCondition::UnsupportedStanzaType,
+                "only message, presence and iq are accepted",
+            ));
+        }
+        let is_iq = el.name() == "iq";
+        let iq_type = el.attr("type").map(str::to_owned);
+        if is_iq {
+            let valid_type = matches!(iq_type.as_deref(), Some("get" | "set" | "result" | "error"));
+            let request = matches!(iq_type.as_deref(), Some("get" | "set"));
+            let children = el.children().count();
+            if el.attr("id").is_none()
+                || !valid_type
+                || (request && children != 1)
+                || (iq_type.as_deref() == Some("result") && children > 1)
+            {
+                if self.bound.is_none() && self.account.is_none() {
+                    return Err(StreamErrorCondition::NotAuthorized.into());
+                }
+                if !self
+                    .reply_error(&el, StanzaErrorCondition::BadRequest)
+                    .await
+                {
+                    return Err(StreamErrorCondition::ConnectionTimeout.into());
+                }
+                return Ok(());
+            }
+        }
+        if self.bound.is_none() {
+            if is_iq && iq_type.as_deref() == Some("set") && el.has_child("bind", ns::BIND) {
+                return self.bind(myself, &el).await;
+            }
+            return Err(Self::stream_error(
+                StreamErrorCondition::NotAuthorized,
+                "bind a resource first",
+            ));
+        }
+        if is_iq && iq_type.as_deref() == Some("set") && el.has_child("session", ns::SESSION) {
+            // RFC 3921's session establishment: nothing left to do.
+            let reply = Element::builder("iq", ns::JABBER_CLIENT)
+                .attr("type", "result")
+                .attr_opt("id", el.attr("id"))
+                .build();
+            if !self.send(&reply).await {
+                return Err(StreamErrorCondition::ConnectionTimeout.into());
+            }
+            return Ok(());
+        }
+        if is_iq && iq_type.as_deref() == Some("set") && el.has_child("bind", ns::BIND) {
+            // A second bind on one stream is not allowed (RFC 6120 §7.7).
+            self.reply_error(&el, StanzaErrorCondition::NotAllowed)
+                .await;
+            return Ok(());
+        }
+        let Some(bound) = self.bound.as_ref() else {
+            return Ok(());
+        };
+        // `from`, if given, must be this session's JID or its bare JID.
+        if let Some(from) = el.attr("from") {
+            let ok = match crate::jid::parse(from) {
+                Ok(j) => match j.try_into_full() {
+                    Ok(f) => f == bound.jid,
+                    Err(b) => b == bound.bare,
+                },
+                Err(_) => false,
+            };
+            if !ok {
+                return Err(Self::stream_error(
+                    StreamErrorCondition::InvalidFrom,
+                    "`from` is not this session's address",
+                ));
+            }
+        }
+        el.set_attr("from", bound.jid.to_string());
+        match el.attr("to").map(crate::jid::parse) {
+            Some(Err(e)) => {
+                self.reply_error(&el, e.condition).await;
+                return Ok(());
+            }
+            Some(Ok(_)) => {}
+            None => {
+                if el.name() == "presence" {
+                    Self::own_presence(&self.ctx, bound, &el).await;
+                    // Broadcast to contacts lands with the presence module;
+                    // hooks still see the stanza.
+                    let info = bound.info.clone();
+                    let host = bound.jid.domain().to_string();
+                    let _ = self
+                        .ctx
+                        .hooks
+                        .run_fold(&USER_SEND_PACKET, Scope::Host(&host), Some(el), info)
+                        .await;
+                    return Ok(());
+                }
+                // RFC 6120 §10.3: no `to` means the account itself.
+                el.set_attr("to", bound.bare.to_string());
+            }
+        }
+        let info = bound.info.clone();
+        let host = bound.jid.domain().to_string();
+        let Some(el) = self
+            .ctx
+            .hooks
+            .run_fold(&USER_SEND_PACKET, Scope::Host(&host), Some(el), info)
+            .await
+        else {
+            return Ok(());
+        };
+        self.ctx.router.route(el).await;
+        Ok(())
+    }
+
+    /// Initial, updated or unavailable presence (no `to`): the session's
+    /// priority in the session table.
+    async fn own_presence(ctx: &ServerCtx, b: &Bound, el: &Element) {
+        let priority = match el.attr("type") {
+            None => Some(
+                el.child_text("priority", ns::JABBER_CLIENT)
+                    .and_then(|p| p.trim().parse::<i8>().ok())
+                    .unwrap_or(0),
+            ),
+            Some("unavailable") => None,
+            Some(_) => return,
+        };
+        let host = b.jid.domain().to_string();
+        let user = b.jid.node().map(|n| n.to_string()).unwrap_or_default();
+        ctx.sm.set_priority(&host, &user, b.sid, priority).await;
+    }
+
+    async fn deliver(&mut self, el: Element) -> bool {
+        let Some(b) = &self.bound else { return true };
+        let host = b.jid.domain().to_string();
+        let info = b.info.clone();
+        let Some(el) = self
+            .ctx
+            .hooks
+            .run_fold(&USER_RECEIVE_PACKET, Scope::Host(&host), Some(el), info)
+            .await
+        else {
+            return true;
+        };
+        self.send(&el).await
+    }
+}
+
+impl Actor for C2sSession {
+    type Msg = C2sMsg;
+    type State = C2sState;
+    type Arguments = Arc<C2sArgs>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<C2sMsg>,
+        args: Arc<C2sArgs>,
+    ) -> Result<C2sState, ActorProcessingErr> {
+        let Some(io) = args.io.lock().take() else {
+            return Err("a session's connection can be used once".into());
+        };
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(super::negotiate::run(
+            myself,
+            args.ctx.clone(),
+            args.listener.clone(),
+            io,
+            args.peer,
+            rx,
+        ));
+        Ok(C2sState {
+            ctx: args.ctx.clone(),
+            peer: args.peer,
+            io_task: Some(task.abort_handle()),
+            stop_negotiation: Some(tx),
+            writer: None,
+            out: Vec::new(),
+            account: None,
+            bound: None,
+            queued: Arc::new(AtomicU32::new(0)),
+            closed: false,
+            _guard: args.guard.lock().take(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<C2sMsg>,
+        msg: C2sMsg,
+        state: &mut C2sState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            C2sMsg::Authenticated { writer, user, host } => {
+                state.stop_negotiation = None;
+                state.writer = Some(writer);
+                state.account = Some((user, host));
+            }
+            C2sMsg::FromClient(el) => {
+                if let Err(e) = state.from_client(&myself, el).await {
+                    state.close(Some(e)).await;
+                    myself.stop(None);
+                }
+            }
+            C2sMsg::ClientClosed => {
+                state.close(None).await;
+                myself.stop(None);
+            }
+            C2sMsg::StreamFailed(e) => {
+                state.close(Some(e)).await;
+                myself.stop(None);
+            }
+            C2sMsg::Disconnected => {
+                state.closed = true;
+                state.stop_negotiation = None;
+                myself.stop(None);
+            }
+            C2sMsg::Route(el) => {
+                state.queued.fetch_sub(1, Ordering::AcqRel);
+                if !state.closed && !state.deliver(el).await {
+                    state.closed = true;
+                    myself.stop(None);
+                }
+            }
+            C2sMsg::Kick { condition, text } => {
+                let mut e = StreamError::new(condition);
+                if let Some(t) = text {
+                    e = e.with_text(t, Some("en"));
+                }
+                state.close(Some(e)).await;
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<C2sMsg>,
+        state: &mut C2sState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(b) = state.bound.take() {
+            let host = b.jid.domain().to_string();
+            let user = b.jid.node().map(|n| n.to_string()).unwrap_or_default();
+            state.ctx.sm.unregister(&host, &user, b.sid).await;
+            let _ = state
+                .ctx
+                .hooks
+                .run(&SM_REMOVE_CONNECTION, Scope::Host(&host), b.info)
+                .await;
+        }
+        let negotiating = state.stop_negotiation.is_some();
+        // Stopped from outside (supervisor shutdown, crash): say so.
+        state
+            .close(Some(StreamErrorCondition::SystemShutdown.into()))
+            .await;
+        match state.io_task.take() {
+            // The reader must not outlive the session.
+            Some(t) if !negotiating => t.abort(),
+            // Still negotiating: the task writes the error itself and
+            // ends; it is aborted only if it hangs.
+            Some(t) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    t.abort();
+                });
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! The server's hook points, declared together as ejabberd's are.
+//!
+//! Each is a [`HookPoint`] of the runtime's hook registry; the server runs
+//! it through the [`Hooks`](beamline_runtime::hooks::Hooks) instance that
+//! [`Server::hooks`](crate::server::Server::hooks) returns. Points that
+//! carry a stanza are folds over `Option<Element>`: a subscriber passes the
+//! stanza on, changes it, or answers `None` to drop it. Per-host points run
+//! in [`Scope::Host`](beamline_runtime::hooks::Scope::Host) of the virtual
+//! host concerned; the others in `Scope::Global`.
+//!
+//! | point | scope | when | fold |
+//! |---|---|---|---|
+//! | [`USER_SEND_PACKET`] | host of the sender | a client sent a stanza (stamped `from`) | `Option<Element>` |
+//! | [`USER_RECEIVE_PACKET`] | host of the recipient | a stanza is about to be written to a client | `Option<Element>` |
+//! | [`FILTER_PACKET`] | global | every stanza the router routes | `Option<Element>` |
+//! | [`SM_REGISTER_CONNECTION`] | host | a session was bound | `()` |
+//! | [`SM_REMOVE_CONNECTION`] | host | a session ended | `()` |
+//! | [`C2S_STREAM_FEATURES`] | host | features are offered after authentication | `Vec<Element>` |
+//! | [`C2S_AUTH_RESULT`] | host | a SASL attempt ended | `()` |
+//! | [`OFFLINE_MESSAGE`] | host | a message found no available session of an existing user | `bool` (handled) |
+//! | [`REGISTER_USER`], [`REMOVE_USER`] | host | an account was created or removed | `()` |
+//!
+//! A hook point with no subscriber costs a lookup of a few nanoseconds.
+//! Subscribers to the per-stanza points should be pools keyed by user
+//! (see `ARCHITECTURE.md`), not one actor for all traffic.
+
+use std::net::IpAddr;
+
+use beamline_runtime::hooks::HookPoint;
+
+use crate::jid::FullJid;
+use crate::xml::Element;
+
+/// Who a stanza passes through: the session's full JID and peer address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session's bound full JID.
+    pub jid: FullJid,
+    /// The client's address (`None` for the in-memory transport).
+    pub ip: Option<IpAddr>,
+}
+
+/// The result of a SASL attempt, for [`C2S_AUTH_RESULT`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthResult {
+    /// The virtual host.
+    pub host: String,
+    /// The user name the client gave (normalised), if it got that far.
+    pub user: Option<String>,
+    /// Whether authentication succeeded.
+    pub success: bool,
+    /// The mechanism used.
+    pub mechanism: &'static str,
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+}
+
+/// An account, for [`REGISTER_USER`] and [`REMOVE_USER`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The (normalised) local part.
+    pub user: String,
+    /// The virtual host.
+    pub host: String,
+}
+
+/// A client sent a stanza; runs in the sender's session, after `from` is
+/// stamped, before routing. ejabberd's `user_send_packet`.
+pub const USER_SEND_PACKET: HookPoint<SessionInfo, Option<Element>> =
+    HookPoint::new("user_send_packet");
+
+/// A stanza reached a session and is about to be written to its client.
+/// ejabberd's `user_receive_packet`.
+pub const USER_RECEIVE_PACKET: HookPoint<SessionInfo, Option<Element>> =
+    HookPoint::new("user_receive_packet");
+
+/// Every stanza the router routes, before it looks at the recipient.
+/// ejabberd's `filter_packet`. The argument is unit: the stanza carries
+/// `from` and `to`.
+pub const FILTER_PACKET: HookPoint<(), Option<Element>> = HookPoint::new("filter_packet");
+
+/// A session was bound and is in the session table. ejabberd's
+/// `sm_register_connection_hook`.
+pub const SM_REGISTER_CONNECTION: HookPoint<SessionInfo, ()> =
+    HookPoint::new("sm_register_connection");
+
+/// A session left the session table (logout, kick, lost connection).
+/// ejabberd's `sm_remove_connection_hook`.
+pub const SM_REMOVE_CONNECTION: HookPoint<SessionInfo, ()> = HookPoint::new("sm_remove_connection");
+
+/// The features offered to an authenticated client, after bind and
+/// session; a module appends its own. The argument is the host.
+/// ejabberd's `c2s_post_auth_features`/`c2s_stream_features`.
+pub const C2S_STREAM_FEATURES: HookPoint<String, Vec<Element>> =
+    HookPoint::new("c2s_stream_features");
+
+/// A SASL attempt ended. ejabberd's `c2s_auth_result`.
+pub const C2S_AUTH_RESULT: HookPoint<AuthResult, ()> = HookPoint::new("c2s_auth_result");
+
+/// A `chat` or `normal` message for an existing user with no available
+/// session. A subscriber that stores it answers `true`; when nobody does,
+/// the router answers the sender `service-unavailable` (RFC 6121 §8.5.2).
+/// ejabberd's `offline_message_hook`. The argument is the message.
+pub const OFFLINE_MESSAGE: HookPoint<Element, bool> = HookPoint::new("offline_message_hook");
+
+/// An account was created. ejabberd's `register_user`.
+pub const REGISTER_USER: HookPoint<Account, ()> = HookPoint::new("register_user");
+
+/// An account was removed; modules delete what they kept for it.
+/// ejabberd's `remove_user`.
+pub const REMOVE_USER: HookPoint<Account, ()> = HookPoint::new("remove_user");
