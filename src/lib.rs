@@ -8,9 +8,12 @@
 //! - [`storage`]: Mnesia-style tables;
 //! - [`xmpp`]: the XMPP server;
 //! - [`admin`]: the admin socket of a running node and the `ctl` client
-//!   (in the manner of `ejabberdctl`).
+//!   (in the manner of `ejabberdctl`);
+//! - [`node`]: a whole node (server plus admin socket), as `beamline serve`
+//!   runs it and as an application embeds it.
 
 pub mod admin;
+pub mod node;
 
 pub use beamline_runtime as runtime;
 pub use beamline_storage as storage;

@@ -1,28 +1,23 @@
 //! The `beamline` binary: parses flags, sets up logging, runs a node.
 //!
 //! `beamline serve` loads and validates the configuration (a file, or the
-//! defaults), opens the node's data directory (disc tables, the
-//! self-signed certificate), starts the node's supervision tree and runs
-//! until Ctrl-C or SIGTERM, then shuts the tree down in reverse start order.
-//! Until the XMPP listeners land, the tree holds the module manager and the
-//! (empty) session supervisor, and the node logs its shape at start.
-//! `beamline check-config FILE` only validates a configuration file.
+//! defaults), starts the XMPP server ([`beamline::node::Node`]: disc
+//! tables, certificates, supervision tree, listeners, admin socket) and
+//! runs until Ctrl-C or SIGTERM, then stops it: listeners first, streams
+//! closed with `system-shutdown`, disc log flushed.
+//! `beamline check-config FILE` only validates a configuration file;
+//! `beamline ctl COMMAND` runs an admin command on the running node.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use beamline::storage::DurableDb;
-use beamline::storage::backend::TablesBackend;
-use beamline::storage::disc::{DiscOptions, SyncPolicy};
-use beamline::supervision::module::ModuleManager;
-use beamline::supervision::{
-    DynamicMsg, DynamicSpec, DynamicSupervisor, DynamicSupervisorRef, Strategy, Supervisor,
-    SupervisorMsg, SupervisorRef, SupervisorSpec,
-};
-use beamline::xmpp::config::{Config, SyncMode};
-use beamline::xmpp::tls::ServerCertificates;
+use beamline::admin::{CtlCommand, run_ctl, socket_path};
+use beamline::node::Node;
+use beamline::supervision::{DynamicMsg, DynamicSupervisorRef, SupervisorMsg, SupervisorRef};
+use beamline::xmpp::config::Config;
+use beamline::xmpp::server::ServerOptions;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -41,10 +36,11 @@ enum Command {
     /// Run a node until Ctrl-C or SIGTERM.
     Serve {
         /// Configuration file (TOML); without it the defaults apply
-        /// (host `localhost`, data under ./data).
+        /// (host `localhost`, c2s on 127.0.0.1:5222 and 5223, data under
+        /// ./data).
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Node name, shown in logs.
+        /// Node name, shown in logs and kept in the session table.
         #[arg(long, default_value = "beamline@localhost")]
         name: String,
         /// Most client sessions this node accepts.
@@ -59,6 +55,18 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Run an admin command on the node running on this machine (found
+    /// through the admin socket in its data directory).
+    Ctl {
+        /// The node's configuration file (for its data directory).
+        #[arg(long, short, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// The node's data directory (default: ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -67,44 +75,6 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
         Some(p) => Config::from_file(p).map_err(|e| anyhow::anyhow!("{e}")),
         None => Ok(Config::default()),
     }
-}
-
-/// Opens the data directory: the disc tables with the server's backend
-/// tables declared, and the TLS certificates (generated on first start).
-async fn open_data(config: &Config) -> anyhow::Result<DurableDb> {
-    let data_dir = &config.storage.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let sync = match config.storage.sync {
-        SyncMode::Group => SyncPolicy::Group {
-            max_delay: Duration::ZERO,
-            max_batch: 256,
-        },
-        _ => SyncPolicy::EveryCommit,
-    };
-    let db_dir = data_dir.join("db");
-    let db = DurableDb::open(&db_dir, DiscOptions::default().with_sync(sync))
-        .await
-        .with_context(|| format!("opening {}", db_dir.display()))?;
-    let backend = TablesBackend::new(db.db().clone()).context("declaring the backend tables")?;
-    let users: usize = {
-        let mut n = 0;
-        for host in &config.hosts {
-            n += beamline::storage::backend::Backend::users(&backend, host)
-                .await
-                .map(|u| u.len())
-                .unwrap_or(0);
-        }
-        n
-    };
-    let certs = ServerCertificates::from_config(config).context("loading TLS certificates")?;
-    tracing::info!(
-        data_dir = %data_dir.display(),
-        users,
-        certificates = ?certs,
-        "data directory open"
-    );
-    Ok(db)
 }
 
 /// One line per child, indented by depth: child ids from supervisors, and
@@ -149,39 +119,47 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let config = load_config(config.as_ref())?;
     tracing::info!(origin = config.origin(), hosts = ?config.hosts, "configuration valid");
-    let db = open_data(&config).await?;
-    let sessions = DynamicSpec {
-        max_children: Some(max_sessions),
-        ..DynamicSpec::default()
-    };
-    let spec = SupervisorSpec::new(
-        Strategy::OneForOne,
-        vec![
-            ModuleManager::child_spec("modules", Vec::new()),
-            DynamicSupervisor::child_spec("c2s_sessions", sessions),
-        ],
-    )
-    .intensity(10, Duration::from_secs(10));
-    let (root, join) = Supervisor::start(Some(format!("{name}/root")), spec)
-        .await
-        .context("starting the root supervisor")?;
-    let mut lines = vec![format!("root ({})", root.cell().get_id())];
-    describe(root.clone(), 1, &mut lines).await;
+    for module in config.modules.keys() {
+        tracing::warn!(module, "module not available in this build yet: ignored");
+    }
+    let mut options = ServerOptions::default().node_name(name.clone());
+    options.max_sessions = max_sessions;
+    let node = Node::start(config, options).await?;
+    let server = node.server();
+    let mut lines = vec![format!("root ({})", server.supervisor().cell().get_id())];
+    describe(server.supervisor().clone(), 1, &mut lines).await;
     tracing::info!(node = %name, "node started; supervision tree:\n{}", lines.join("\n"));
+    for (kind, addr) in server.listeners() {
+        tracing::info!(?kind, %addr, "accepting clients");
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let mut join = join;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = &mut join => anyhow::bail!("root supervisor exited: the node gave up"),
     }
-    root.shutdown(Some(Duration::from_secs(shutdown_timeout)))
+    node.stop(Duration::from_secs(shutdown_timeout))
         .await
         .context("shutting down")?;
-    db.sync().await.context("flushing the disc log")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+async fn ctl(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    command: CtlCommand,
+) -> anyhow::Result<()> {
+    let data_dir = match (config, data_dir) {
+        (_, Some(d)) => d,
+        (Some(c), None) => load_config(Some(&c))?.storage.data_dir,
+        (None, None) => Config::default().storage.data_dir,
+    };
+    let out = run_ctl(&socket_path(&data_dir), command).await?;
+    if !out.is_empty() {
+        println!("{out}");
+    }
     Ok(())
 }
 
@@ -198,6 +176,19 @@ async fn main() -> ExitCode {
         Command::CheckConfig { file } => load_config(Some(&file)).map(|c| {
             println!("{}: valid ({} host(s))", c.origin(), c.hosts.len());
         }),
+        Command::Ctl {
+            config,
+            data_dir,
+            command,
+        } => {
+            return match ctl(config, data_dir, command).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("beamline: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -206,7 +206,7 @@ impl C2sState {
     }
 
     /// A top-level element from the client. `Err`: close with that error.
-    async fn from_client(
+    async fn client_element(
         &mut self,
         myself: &ActorRef<C2sMsg>,
         mut el: Element,
@@ -407,7 +407,7 @@ impl Actor for C2sSession {
                 state.account = Some((user, host));
             }
             C2sMsg::FromClient(el) => {
-                if let Err(e) = state.from_client(&myself, el).await {
+                if let Err(e) = state.client_element(&myself, el).await {
                     state.close(Some(e)).await;
                     myself.stop(None);
                 }
