@@ -26,11 +26,15 @@
 //!   [`stanza_error::error_reply`].
 //! - [`tls`]: certificates (configured or self-signed), the rustls server
 //!   configuration per listener kind, and SASL channel binding data.
+//! - [`client`]: the project's own XMPP client (STARTTLS or direct TLS,
+//!   SCRAM/PLAIN, bind) for tests, examples and the load generator, and a
+//!   raw connection for protocol tests.
 //!
 //! The crate has one XML stack, quick-xml, and parses each complete stanza
 //! with its synchronous reader.
 
 pub mod c2s;
+pub mod client;
 pub mod config;
 pub mod hooks;
 pub mod jid;
