@@ -90,18 +90,16 @@ pub async fn shutdown_child(cell: &ActorCell, shutdown: Shutdown) {
     }
     match shutdown {
         Shutdown::BrutalKill => kill(cell).await,
+        // Stop, then wait: a child already stopping (its stop channel is
+        // closed while it runs `post_stop`) is waited for, not killed at
+        // once, so that its clean-up finishes.
         Shutdown::Infinity => {
-            let _ = cell
-                .stop_and_wait(Some(SHUTDOWN_REASON.to_string()), None)
-                .await;
+            cell.stop(Some(SHUTDOWN_REASON.to_string()));
+            let _ = cell.wait(None).await;
         }
         Shutdown::Timeout(t) => {
-            if cell
-                .stop_and_wait(Some(SHUTDOWN_REASON.to_string()), Some(t))
-                .await
-                .is_err()
-                && cell.get_status() != ActorStatus::Stopped
-            {
+            cell.stop(Some(SHUTDOWN_REASON.to_string()));
+            if cell.wait(Some(t)).await.is_err() && cell.get_status() != ActorStatus::Stopped {
                 tracing::warn!(actor = %cell.get_id(), timeout = ?t, "child ignored shutdown; killing it");
                 kill(cell).await;
             }
