@@ -400,6 +400,7 @@ impl Actor for C2sSession {
         msg: C2sMsg,
         state: &mut C2sState,
     ) -> Result<(), ActorProcessingErr> {
+        tracing::trace!(?msg, "session message");
         match msg {
             C2sMsg::Authenticated { writer, user, host } => {
                 state.stop_negotiation = None;
