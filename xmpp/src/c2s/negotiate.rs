@@ -413,6 +413,7 @@ async fn authenticate(
                 host,
                 mechanism = mech.name(),
                 condition = e.condition().element_name(),
+                reason = e.reason,
                 ip = ?peer.addr.map(|a| a.ip()),
                 "authentication failed"
             );
