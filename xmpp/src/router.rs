@@ -370,3 +370,56 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(resource: &str, priority: Option<i8>) -> SessionRecord {
+        SessionRecord {
+            host: "localhost".into(),
+            user: "u".into(),
+            resource: resource.into(),
+            node: "n".into(),
+            sid: 1,
+            priority,
+            started_ms: 0,
+        }
+    }
+
+    fn names(v: Vec<&SessionRecord>) -> Vec<&str> {
+        v.into_iter().map(|r| r.resource.as_str()).collect()
+    }
+
+    #[test]
+    fn bare_jid_messages_go_to_the_highest_non_negative_priority() {
+        let s = [
+            rec("a", Some(1)),
+            rec("b", Some(5)),
+            rec("c", Some(5)),
+            rec("d", None),
+        ];
+        assert_eq!(names(best_resources(&s)), ["b", "c"]);
+    }
+
+    #[test]
+    fn negative_priority_and_unavailable_resources_get_nothing() {
+        let s = [rec("a", Some(-1)), rec("b", None)];
+        assert!(best_resources(&s).is_empty());
+        let s = [rec("a", Some(-1)), rec("b", Some(0))];
+        assert_eq!(names(best_resources(&s)), ["b"]);
+    }
+
+    #[test]
+    fn only_get_and_set_iqs_are_requests() {
+        let iq = |t: &str| {
+            Element::builder("iq", crate::ns::JABBER_CLIENT)
+                .attr("type", t)
+                .build()
+        };
+        assert!(is_request(&iq("get")));
+        assert!(is_request(&iq("set")));
+        assert!(!is_request(&iq("result")));
+        assert!(!is_request(&iq("error")));
+    }
+}

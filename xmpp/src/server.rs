@@ -875,3 +875,30 @@ impl Server {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_access_rules_match_on_the_peer_address() {
+        let config = Config::from_str(
+            r#"
+            [acl.local]
+            ips = ["127.0.0.0/8"]
+            [acl.blocked]
+            ips = ["127.0.0.2"]
+            [access_rules]
+            c2s = [{ deny = "blocked" }, { allow = "local" }]
+            "#,
+            "test.toml",
+        )
+        .expect("valid config");
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert!(ip_allowed(&config, None, ip("10.1.1.1")));
+        assert!(ip_allowed(&config, Some("c2s"), ip("127.0.0.1")));
+        assert!(!ip_allowed(&config, Some("c2s"), ip("127.0.0.2")));
+        // No step matches: denied.
+        assert!(!ip_allowed(&config, Some("c2s"), ip("10.1.1.1")));
+    }
+}
