@@ -295,6 +295,7 @@ impl ClientError {
 pub struct Client {
     conn: RawConnection,
     jid: FullJid,
+    mechanism: Mechanism,
     /// Stanzas read while [`Client::iq`] waited for its reply.
     pending: VecDeque<Element>,
     step_timeout: Duration,
@@ -346,7 +347,8 @@ impl Client {
             conn.open_stream(&domain).await?;
             features = conn.read_features(t).await?;
         }
-        conn.authenticate(&features, config.credentials(), &config.mechanisms, t)
+        let mechanism = conn
+            .authenticate(&features, config.credentials(), &config.mechanisms, t)
             .await?;
         conn.open_stream(&domain).await?;
         let features = conn.read_features(t).await?;
@@ -364,6 +366,7 @@ impl Client {
         Ok(Client {
             conn,
             jid,
+            mechanism,
             pending: VecDeque::new(),
             step_timeout: config.step_timeout,
             close_timeout: config.close_timeout,
@@ -373,6 +376,11 @@ impl Client {
     /// The bound full JID.
     pub fn jid(&self) -> &FullJid {
         &self.jid
+    }
+
+    /// The SASL mechanism the login used.
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
     }
 
     /// The connection underneath, to look at (TLS, binding data, the
