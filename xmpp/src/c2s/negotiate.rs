@@ -232,6 +232,19 @@ fn offered(ctx: &ServerCtx, conn: &Conn, peer: &Peer) -> Vec<Mechanism> {
         .collect()
 }
 
+/// The channel binding this connection offers: none when no -PLUS
+/// mechanism is offered (e.g. `auth.mechanisms` leaves them out). Then a
+/// client's gs2 flag `y` is no downgrade and is accepted: RFC 5802 §6 has
+/// the server fail `y` only if it supports channel binding, i.e. offered
+/// a -PLUS mechanism the client could have picked.
+fn offered_binding(offered: &[Mechanism], conn: &Conn) -> ChannelBinding {
+    if offered.iter().any(|m| m.is_plus()) {
+        conn.cb.clone()
+    } else {
+        ChannelBinding::none()
+    }
+}
+
 fn tls_required(lst: &ListenerSettings, conn: &Conn) -> bool {
     !conn.tls && lst.kind == ListenerKind::C2s && lst.starttls == StartTls::Required
 }
@@ -250,7 +263,7 @@ fn pre_auth_features(ctx: &ServerCtx, lst: &ListenerSettings, conn: &Conn, peer:
         if !mechs.is_empty() {
             features.append_child(sasl::mechanisms_element(&mechs));
         }
-        if let Some(cb) = sasl::channel_binding_element(&conn.cb) {
+        if let Some(cb) = sasl::channel_binding_element(&offered_binding(&mechs, conn)) {
             features.append_child(cb);
         }
     }
@@ -331,7 +344,8 @@ async fn authenticate(
     };
     let mut username = None;
     let result: Result<(String, Option<Vec<u8>>), SaslError> = async {
-        let mut session = ServerSession::new(mech, conn.cb.clone(), sasl_config)?;
+        let cb = offered_binding(&offered, conn);
+        let mut session = ServerSession::new(mech, cb, sasl_config)?;
         let mut step = if auth.text().trim().is_empty() {
             // No initial response: ask for one with an empty challenge.
             Step::Challenge(Vec::new())
