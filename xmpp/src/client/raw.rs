@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::ClientError;
@@ -22,8 +25,8 @@ use crate::stream::{StreamDecoder, StreamEvent, StreamHeader, StreamLimits, writ
 use crate::stream_error::StreamError;
 use crate::xml::Element;
 
-/// What the client reads per `read` call. On the stack of the read, so an
-/// idle connection holds none of it.
+/// What the client reads per poll, into a buffer on the stack of that poll
+/// only (an idle connection holds none of it).
 const READ_CHUNK: usize = 4096;
 
 /// A write buffer larger than this is shrunk after a send.
@@ -259,8 +262,25 @@ impl RawConnection {
             if self.decoder.is_closed() {
                 return Err(ClientError::StreamClosed);
             }
-            let mut buf = [0u8; READ_CHUNK];
-            let n = match self.io()?.read(&mut buf).await {
+            let io = self.io.as_mut().ok_or(ClientError::Disconnected)?;
+            let decoder = &mut self.decoder;
+            // The read buffer lives on the stack of one poll only, so a
+            // client waiting in `recv` holds no buffer: what is read goes
+            // into the decoder before the poll returns.
+            let read = std::future::poll_fn(|cx| {
+                let mut buf = [0u8; READ_CHUNK];
+                let mut rb = ReadBuf::new(&mut buf);
+                match Pin::new(io.as_mut()).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        decoder.feed(rb.filled());
+                        Poll::Ready(Ok(rb.filled().len()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            let n = match read {
                 Ok(n) => n,
                 // TLS without close_notify: the end of the connection all
                 // the same (XMPP closes with its own close tag).
@@ -270,7 +290,6 @@ impl RawConnection {
             if n == 0 {
                 return Err(ClientError::Disconnected);
             }
-            self.decoder.feed(&buf[..n]);
         }
     }
 
@@ -592,7 +611,7 @@ fn sasl_failure(el: &Element) -> ClientError {
 }
 
 /// The mechanism to use and its GS2 flag.
-fn choose_mechanism(
+pub(super) fn choose_mechanism(
     features: &Element,
     preference: &[Mechanism],
     cb: &ChannelBinding,

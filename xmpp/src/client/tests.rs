@@ -795,3 +795,66 @@ fn fingerprint_hex_forms() {
     assert!(TrustMode::fingerprint_hex("abcd").is_none());
     assert!(TrustMode::fingerprint_hex(&"zz".repeat(32)).is_none());
 }
+
+#[test]
+fn mechanism_choice_follows_preference_offer_and_binding_types() {
+    use crate::sasl::ChannelBindingType as Cbt;
+    use crate::sasl::client::Gs2Flag;
+
+    let offer = |mechs: &[Mechanism], types: Option<&[Cbt]>| {
+        let mut fs = vec![mechanisms_element(mechs)];
+        if let Some(ts) = types {
+            let mut cb = ChannelBinding::none();
+            for t in ts {
+                cb = match t {
+                    Cbt::TlsExporter => cb.with_tls_exporter(vec![1]),
+                    _ => cb.with_tls_server_end_point(vec![2]),
+                };
+            }
+            fs.extend(channel_binding_element(&cb));
+        }
+        features(fs)
+    };
+    let both = ChannelBinding::none()
+        .with_tls_exporter(vec![1])
+        .with_tls_server_end_point(vec![2]);
+    let default = config().mechanisms;
+    let all = Mechanism::ALL;
+
+    // Strongest -PLUS with tls-exporter when the server takes any type.
+    let (m, gs2) = raw::choose_mechanism(&offer(&all, None), &default, &both).unwrap();
+    assert_eq!(m, Mechanism::ScramSha512Plus);
+    assert!(matches!(gs2, Gs2Flag::Bind(Cbt::TlsExporter, _)));
+    // Only tls-server-end-point advertised (XEP-0440): that one.
+    let f = offer(&all, Some(&[Cbt::TlsServerEndPoint]));
+    let (_, gs2) = raw::choose_mechanism(&f, &default, &both).unwrap();
+    assert!(matches!(gs2, Gs2Flag::Bind(Cbt::TlsServerEndPoint, _)));
+    // No binding data on our side: the strongest plain SCRAM, flag n.
+    let (m, gs2) =
+        raw::choose_mechanism(&offer(&all, None), &default, &ChannelBinding::none()).unwrap();
+    assert_eq!(m, Mechanism::ScramSha512);
+    assert_eq!(gs2, Gs2Flag::NotSupported);
+    // -PLUS offered but not wanted: flag n, not y.
+    let (m, gs2) =
+        raw::choose_mechanism(&offer(&all, None), &[Mechanism::ScramSha1], &both).unwrap();
+    assert_eq!(m, Mechanism::ScramSha1);
+    assert_eq!(gs2, Gs2Flag::NotSupported);
+    // PLAIN only when in the preference.
+    let plain_only = offer(&[Mechanism::Plain], None);
+    assert!(raw::choose_mechanism(&plain_only, &default, &both).is_err());
+    let (m, _) = raw::choose_mechanism(&plain_only, &[Mechanism::Plain], &both).unwrap();
+    assert_eq!(m, Mechanism::Plain);
+}
+
+/// A load generator keeps thousands of clients waiting in `recv`: the
+/// waiting must not hold a read buffer.
+#[tokio::test]
+async fn waiting_client_holds_no_read_buffer() {
+    let (a, _b) = tokio::io::duplex(16);
+    let mut raw = RawConnection::from_stream(a);
+    let f = raw.next_event();
+    let size = std::mem::size_of_val(&f);
+    assert!(size < 1024, "next_event future is {size} bytes");
+    drop(f);
+    assert!(std::mem::size_of::<RawConnection>() < 1024);
+}
