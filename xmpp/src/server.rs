@@ -703,6 +703,11 @@ impl Server {
     /// Removes an account and closes its sessions.
     pub async fn unregister(&self, user: &str, host: &str) -> Result<(), AccountError> {
         let (user, host) = self.check_account(user, host)?;
+        match self.inner.ctx.backend.credentials(&host, &user).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(AccountError::NoSuchUser(format!("{user}@{host}"))),
+            Err(e) => return Err(AccountError::Failed(e.to_string())),
+        }
         match self.inner.ctx.backend.remove_user(&host, &user).await {
             Ok(()) => {}
             Err(BackendError::NoSuchUser(_)) => {
