@@ -4,7 +4,7 @@
 //! c2s dynamic supervisor, and one I/O task that the actor owns:
 //!
 //! 1. Until the client is authenticated and has reopened its stream, the
-//!    task runs the negotiation on its own ([`negotiate`]): stream header,
+//!    task runs the negotiation on its own (`negotiate.rs`): stream header,
 //!    features, STARTTLS, SASL against the backend's SCRAM credentials,
 //!    under the listener's authentication deadline. Failures end in the
 //!    stream error RFC 6120 §4.9 names, then the connection closes.
