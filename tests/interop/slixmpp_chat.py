@@ -5,6 +5,7 @@ Logs in over STARTTLS with SCRAM (PLAIN is never allowed), sends initial
 presence, checks the stream with an IQ round trip, then prints a `ready`
 line. It waits for a chat message with body --expect from --peer, replies
 to it with --reply, sends --send to the peer's bare JID, and disconnects.
+Without --expect it sends --send to --peer first and waits for one answer.
 
 Every step is printed on stdout as one JSON object per line:
 
@@ -28,11 +29,18 @@ keeps slixmpp's own behaviour (works when the server offers no -PLUS).
 Exit status: 0 on success, 1 on any failure (authentication, stream error,
 wrong mechanism, unexpected message), 2 on the overall --timeout.
 
-Run it by hand against `beamline serve` (self-signed certificate):
+Run it by hand against `beamline serve` (defaults: host localhost,
+127.0.0.1:5222, self-signed certificate in data/tls/cert.pem), with two
+accounts made by `beamline ctl register USER localhost PASSWORD`. bob
+waits, alice speaks first:
 
+    /usr/bin/python3 tests/interop/slixmpp_chat.py --jid bob@localhost \
+        --password pw-bob --server 127.0.0.1:5222 --ca-cert data/tls/cert.pem \
+        --peer alice@localhost --expect hi --reply hello --send bye &
+    sleep 3   # until bob prints `ready` (no offline storage yet)
     /usr/bin/python3 tests/interop/slixmpp_chat.py --jid alice@localhost \
-        --password secret --server 127.0.0.1:5222 --peer bob@localhost \
-        --ca-cert data/tls/cert.pem --expect hi --reply hello --send bye
+        --password pw-alice --server 127.0.0.1:5222 --ca-cert data/tls/cert.pem \
+        --peer bob@localhost --send hi
 
 Needs Debian's python3-slixmpp (`apt-get install python3-slixmpp`).
 """
@@ -72,7 +80,6 @@ class ChatBot(slixmpp.ClientXMPP):
         self.result = asyncio.get_event_loop().create_future()
         self.closed = asyncio.get_event_loop().create_future()
         self.mechanism = None
-        self.replied = False
 
         self.register_plugin("xep_0199")  # the ping stanza
         mechs = self["feature_mechanisms"]
@@ -106,6 +113,7 @@ class ChatBot(slixmpp.ClientXMPP):
         self.add_event_handler("ssl_invalid_chain", self.on_invalid_chain)
         self.add_event_handler("disconnected", self.on_disconnected)
         self.add_event_handler("message", self.on_message)
+        self.add_event_handler("message_error", self.on_message_error)
         # Stream features as received, before slixmpp acts on them.
         self.register_handler(
             slixmpp.xmlstream.handler.Callback(
@@ -187,25 +195,35 @@ class ChatBot(slixmpp.ClientXMPP):
             self.fail("no reply to an IQ to the server within 10 s")
             return
         emit("ready", jid=str(self.boundjid), mechanism=self.mechanism, tls=tls, ping=ping)
+        if self.args.expect is None:
+            # Send-first mode: say --send, then wait for one answer.
+            self.send_message(mto=self.args.peer, mbody=self.args.send, mtype="chat")
+            emit("sent", to=self.args.peer, body=self.args.send)
+
+    def on_message_error(self, msg):
+        self.fail(f"error reply from {msg['from']}: {msg['error']['condition']}")
 
     def on_message(self, msg):
+        if msg["type"] == "error":
+            return  # on_message_error
         if msg["type"] not in ("chat", "normal"):
             emit("stanza", kind="message", type=msg["type"], **{"from": str(msg["from"])})
             return
         emit("message", type=msg["type"], body=msg["body"], **{"from": str(msg["from"])})
-        if self.replied:
+        if self.result.done():
             return
         if msg["from"].bare != self.args.peer:
             self.fail(f"message from {msg['from']}, expected {self.args.peer}")
             return
-        if msg["body"] != self.args.expect:
-            self.fail(f"body {msg['body']!r}, expected {self.args.expect!r}")
-            return
-        self.replied = True
-        msg.reply(self.args.reply).send()
-        emit("sent", to=str(msg["from"]), body=self.args.reply)
-        self.send_message(mto=self.args.peer, mbody=self.args.send, mtype="chat")
-        emit("sent", to=self.args.peer, body=self.args.send)
+        if self.args.expect is not None:
+            if msg["body"] != self.args.expect:
+                self.fail(f"body {msg['body']!r}, expected {self.args.expect!r}")
+                return
+            msg.reply(self.args.reply).send()
+            emit("sent", to=str(msg["from"]), body=self.args.reply)
+            if self.args.send is not None:
+                self.send_message(mto=self.args.peer, mbody=self.args.send, mtype="chat")
+                emit("sent", to=self.args.peer, body=self.args.send)
         emit("done")
         self.result.set_result(True)
         # A clean close: </stream:stream>, then wait for the server's.
@@ -219,9 +237,11 @@ def parse_args():
                    help="password (default: $XMPP_PASSWORD)")
     p.add_argument("--server", required=True, help="HOST:PORT of the c2s (STARTTLS) listener")
     p.add_argument("--peer", required=True, help="bare JID to chat with")
-    p.add_argument("--expect", required=True, help="body of the message to wait for")
-    p.add_argument("--reply", required=True, help="body of the reply")
-    p.add_argument("--send", required=True, help="body of the message sent afterwards")
+    p.add_argument("--expect", help="body of the message to wait for and reply to; "
+                   "without it, send --send first and wait for one answer")
+    p.add_argument("--reply", help="body of the reply (with --expect)")
+    p.add_argument("--send", help="body of the message sent after the reply "
+                   "(or first, without --expect)")
     trust = p.add_mutually_exclusive_group(required=True)
     trust.add_argument("--ca-cert", help="PEM certificate to trust (e.g. <data_dir>/tls/cert.pem)")
     trust.add_argument("--insecure", action="store_true", help="accept any certificate")
@@ -234,6 +254,10 @@ def parse_args():
     p.add_argument("--timeout", type=float, default=30.0, help="overall limit in seconds")
     p.add_argument("--debug", action="store_true", help="log slixmpp's XML traffic on stderr")
     args = p.parse_args()
+    if args.expect is not None and args.reply is None:
+        p.error("--expect needs --reply")
+    if args.expect is None and args.send is None:
+        p.error("give --expect and --reply, or --send")
     if args.password is None:
         p.error("--password or $XMPP_PASSWORD is required")
     for m in args.mechanism or []:
@@ -260,6 +284,8 @@ async def run(args):
         ok = await asyncio.wait_for(asyncio.shield(bot.result), args.timeout)
     except asyncio.TimeoutError:
         emit("error", reason=f"timed out after {args.timeout} s")
+        if not bot.result.done():
+            bot.result.set_result(False)
         bot.abort()
         return 2
     if ok:
