@@ -519,7 +519,9 @@ impl Server {
         }
         let spec = SupervisorSpec::new(Strategy::OneForOne, children)
             .intensity(10, Duration::from_secs(10));
-        let (root, _join) = Supervisor::start(Some(format!("{}/root", options.node_name)), spec)
+        // Unnamed: ractor names are process-wide, and an application or a
+        // test may run several servers in one process.
+        let (root, _join) = Supervisor::start(None, spec)
             .await
             .map_err(|e| ServerError::Start(format!("starting the supervision tree: {e}")))?;
         let mut handles = Vec::new();
