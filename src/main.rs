@@ -119,6 +119,12 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let config = load_config(config.as_ref())?;
     tracing::info!(origin = config.origin(), hosts = ?config.hosts, "configuration valid");
+    if config.cluster.is_some() {
+        tracing::warn!(
+            "[cluster] is read but not used yet: the XMPP server runs as a single node \
+             (cluster-wide sessions land with the instant-messaging issue)"
+        );
+    }
     for module in config.modules.keys() {
         tracing::warn!(module, "module not available in this build yet: ignored");
     }
