@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use beamline_xmpp::client::{Client, ClientConfig, ClientError, RawConnection, TlsMode, TrustMode};
+use beamline_xmpp::config::SaslMechanism;
 use beamline_xmpp::config::{Config, ListenerConfig, ListenerKind};
 use beamline_xmpp::sasl::Mechanism;
 use beamline_xmpp::server::{Server, ServerOptions};
@@ -26,6 +27,8 @@ impl Env {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = Config::default();
         config.storage.data_dir = dir.path().to_path_buf();
+        // Every mechanism, -PLUS included (not in the default list).
+        config.auth.mechanisms = SaslMechanism::ALL.to_vec();
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         config.listeners = vec![
             ListenerConfig::new(ListenerKind::C2s, lo, 0),

@@ -161,8 +161,16 @@ pub struct AuthConfig {
     pub scram_iterations: u32,
 }
 
+/// Every mechanism but the -PLUS ones, strongest first. -PLUS is left out
+/// of the default because a client that can bind only with a type the
+/// server lacks (tls-unique, which TLS 1.3 does not have: slixmpp 1.8,
+/// for one) answers an offered -PLUS with the `y` flag, which the server
+/// must then refuse as a downgrade (RFC 5802 §6). List them to enable them.
 fn default_mechanisms() -> Vec<SaslMechanism> {
-    SaslMechanism::ALL.to_vec()
+    SaslMechanism::ALL
+        .into_iter()
+        .filter(|m| !m.name().ends_with("-PLUS"))
+        .collect()
 }
 fn default_scram_iterations() -> u32 {
     4096
