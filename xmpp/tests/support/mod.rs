@@ -46,6 +46,9 @@ impl TestServer {
         let mut config = Config::default();
         config.storage.data_dir = dir.path().to_path_buf();
         config.listeners = vec![listener(ListenerKind::C2s), listener(ListenerKind::C2sTls)];
+        // The tests exercise channel binding: offer every mechanism (the
+        // default list leaves the -PLUS ones out).
+        config.auth.mechanisms = beamline_xmpp::config::SaslMechanism::ALL.to_vec();
         tweak(&mut config);
         // Actor names are process-wide: one node name per server.
         static NEXT: AtomicUsize = AtomicUsize::new(0);
