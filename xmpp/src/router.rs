@@ -11,12 +11,16 @@
 //! Delivery rules (RFC 6120 §10, RFC 6121 §8):
 //! - to a full JID with a session: that session;
 //! - to a full JID without one: a `chat` or `normal` message is handled as
-//!   if sent to the bare JID; an IQ request gets `service-unavailable`;
-//!   the rest is dropped;
-//! - to a bare JID: a message goes to the available resources of highest
-//!   (non-negative) priority; with none, a `chat`/`normal` message goes to
-//!   [`OFFLINE_MESSAGE`] and, if nobody stores it, the sender gets
-//!   `service-unavailable`; an IQ is answered by the server on the user's
+//!   if sent to the bare JID, a `groupchat` one and an IQ request get
+//!   `service-unavailable`; the rest is dropped;
+//! - to a bare JID: a `chat` or `normal` message (a type not understood
+//!   counts as `normal`) goes to the available resources of highest
+//!   (non-negative) priority, a `headline` to every available resource of
+//!   non-negative priority, a `groupchat` is refused with
+//!   `service-unavailable` and an `error` dropped; with no resource, a
+//!   `chat`/`normal` message goes to [`OFFLINE_MESSAGE`] and, if nobody
+//!   stores it, the sender gets `service-unavailable`, a `headline` is
+//!   dropped; an IQ is answered by the server on the user's
 //!   behalf (an [`IqHandler`] for its namespace, else
 //!   `service-unavailable`);
 //! - to a user who does not exist: `service-unavailable` for messages and
@@ -252,7 +256,11 @@ impl Router {
         let user = to.node().map(|n| n.as_str()).unwrap_or_default();
         let sessions = self.inner.sm.sessions_of(host, user);
         let kind = stanza.name();
-        let msg_type = stanza.attr("type").unwrap_or("normal");
+        // RFC 6121 §5.2.2: no type, or one not understood, is `normal`.
+        let msg_type = stanza
+            .attr("type")
+            .filter(|t| matches!(*t, "chat" | "groupchat" | "headline" | "error"))
+            .unwrap_or("normal");
 
         if let Some(resource) = to.resource() {
             if let Some(s) = sessions.iter().find(|s| s.resource == resource.as_str()) {
@@ -281,25 +289,42 @@ impl Router {
 
         match kind {
             "message" => {
-                let best = best_resources(&sessions);
-                if !best.is_empty() {
-                    let last = best.len() - 1;
-                    for (i, s) in best.into_iter().enumerate() {
-                        if i == last {
-                            self.deliver(s, stanza);
-                            break;
-                        }
+                match msg_type {
+                    // RFC 6121 §8.5.2.1.1 and §8.5.2.2.1: an error is
+                    // silently ignored; a groupchat is never delivered to a
+                    // bare JID, it is refused.
+                    "error" => return,
+                    "groupchat" => {
+                        return self.bounce(
+                            &stanza,
+                            StanzaErrorCondition::ServiceUnavailable.into(),
+                            pending,
+                        );
+                    }
+                    _ => {}
+                }
+                // A headline goes to every available resource of
+                // non-negative priority, the rest to those of the highest.
+                let targets: Vec<&SessionRecord> = if msg_type == "headline" {
+                    sessions
+                        .iter()
+                        .filter(|s| s.priority.is_some_and(|p| p >= 0))
+                        .collect()
+                } else {
+                    best_resources(&sessions)
+                };
+                if let Some((last, rest)) = targets.split_last() {
+                    for s in rest {
                         self.deliver(s, stanza.clone());
                     }
+                    self.deliver(last, stanza);
                     return;
                 }
-                match msg_type {
-                    "chat" | "normal" => {}
-                    "groupchat" => {}
-                    // headline and error: dropped (RFC 6121 §8.5.2.2.1).
-                    _ => return,
+                if msg_type == "headline" {
+                    // Nobody to show it to: dropped (RFC 6121 §8.5.2.2.1).
+                    return;
                 }
-                if msg_type != "groupchat" && self.user_exists(host, user).await {
+                if self.user_exists(host, user).await {
                     let stored = self
                         .inner
                         .hooks

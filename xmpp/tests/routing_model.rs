@@ -130,6 +130,18 @@ fn model(c: &Case) -> (BTreeSet<String>, bool) {
         }
     }
     match c.kind {
+        // RFC 6121 §8.5.2.1.1: an error is ignored, a groupchat refused, a
+        // headline goes to every resource of non-negative priority.
+        "message" if t == "error" => (BTreeSet::new(), false),
+        "message" if t == "groupchat" => (BTreeSet::new(), true),
+        "message" if t == "headline" => (
+            sessions
+                .iter()
+                .filter(|(_, p)| p.is_some_and(|p| p >= 0))
+                .map(|(r, _)| name(*r))
+                .collect(),
+            false,
+        ),
         "message" => {
             let best = sessions
                 .iter()
