@@ -739,3 +739,79 @@ async fn each_stream_gets_a_complete_header_with_a_fresh_id() {
     expect_close_then_eof(&mut conn, &tcp).await;
     s.stop().await;
 }
+
+/// RFC 6121 §8.5.2.1.1, messages to a bare JID with available resources,
+/// by type: headline to every non-negative one, groupchat refused with
+/// `service-unavailable`, error silently dropped, a type nobody knows
+/// handled as normal (§5.2.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_types_to_a_bare_jid_follow_rfc_6121() {
+    let s = TestServer::start().await;
+    s.register("alice", "wonderland").await;
+    s.register("bob", "builder").await;
+    let mut alice = s.login("alice", "wonderland", Some("a")).await;
+    let mut high = s.login("bob", "builder", Some("high")).await;
+    let mut low = s.login("bob", "builder", Some("low")).await;
+    let mut negative = s.login("bob", "builder", Some("negative")).await;
+    for (c, p) in [(&mut high, "3"), (&mut low, "0"), (&mut negative, "-1")] {
+        let presence = Element::builder("presence", ns::JABBER_CLIENT)
+            .append(
+                Element::builder("priority", ns::JABBER_CLIENT)
+                    .text(p)
+                    .build(),
+            )
+            .build();
+        c.send(&presence).await.unwrap();
+        sync(c).await;
+    }
+    let typed = |ty: &str, id: &str| {
+        let mut m = message("bob@localhost", id, ty);
+        m.set_attr("type", ty);
+        m
+    };
+    // headline: every resource of non-negative priority.
+    alice.send(&typed("headline", "t1")).await.unwrap();
+    for c in [&mut high, &mut low] {
+        let got = c.recv_timeout(T).await.unwrap();
+        assert_eq!(body(&got).as_deref(), Some("headline"));
+    }
+    expect_nothing(&mut negative).await;
+    // groupchat: not delivered, refused.
+    alice.send(&typed("groupchat", "t2")).await.unwrap();
+    let r = alice.recv_timeout(T).await.unwrap();
+    assert_eq!(r.attr("id"), Some("t2"));
+    assert_eq!(error_condition(&r), "service-unavailable");
+    // error: silently dropped.
+    alice.send(&typed("error", "t3")).await.unwrap();
+    // Unknown type: as normal, the highest priority only.
+    alice.send(&typed("shout", "t4")).await.unwrap();
+    let got = high.recv_timeout(T).await.unwrap();
+    assert_eq!(got.attr("id"), Some("t4"));
+    for c in [&mut alice, &mut high, &mut low, &mut negative] {
+        expect_nothing(c).await;
+    }
+    // With no resource available: headline dropped, unknown type bounced
+    // as normal is (no offline storage).
+    for c in [&mut high, &mut low, &mut negative] {
+        c.send(
+            &Element::builder("presence", ns::JABBER_CLIENT)
+                .attr("type", "unavailable")
+                .build(),
+        )
+        .await
+        .unwrap();
+        sync(c).await;
+    }
+    alice.send(&typed("headline", "t5")).await.unwrap();
+    alice.send(&typed("shout", "t6")).await.unwrap();
+    let r = alice.recv_timeout(T).await.unwrap();
+    assert_eq!(r.attr("id"), Some("t6"));
+    assert_eq!(error_condition(&r), "service-unavailable");
+    for c in [&mut alice, &mut high, &mut low, &mut negative] {
+        expect_nothing(c).await;
+    }
+    for c in [alice, high, low, negative] {
+        c.close().await.unwrap();
+    }
+    s.stop().await;
+}
