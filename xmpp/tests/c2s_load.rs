@@ -166,3 +166,84 @@ async fn two_hundred_clients_exchange_messages_exactly_once_and_in_order() {
     wait_sessions(&s.server, 0).await;
     s.stop().await;
 }
+
+/// A shutdown with many clients connected: every one gets
+/// `system-shutdown`, then the close tag, then the end of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_with_a_hundred_clients_closes_every_stream() {
+    const N: usize = 100;
+    let s = TestServer::start_with(|c| {
+        c.listeners.retain(|l| l.kind == ListenerKind::C2s);
+        c.listeners[0].max_connections_per_ip = 10 * N as u32;
+    })
+    .await;
+    let server = s.server.clone();
+    let register = futures::future::join_all((0..N).map(|i| {
+        let server = server.clone();
+        async move {
+            server
+                .register(&format!("user{i}"), DOMAIN, PASSWORD)
+                .await
+                .unwrap();
+        }
+    }));
+    tokio::time::timeout(Duration::from_secs(120), register)
+        .await
+        .expect("registering the users timed out");
+    let tls = tls_client_config(&TrustMode::AcceptAnyForTests, TlsMode::StartTls).unwrap();
+    let cache = ScramCache::new();
+    let logins = Arc::new(Semaphore::new(16));
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let mut cfg = s
+            .config(&format!("user{i}"), PASSWORD)
+            .with_scram_cache(cache.clone());
+        cfg.tls_client_config = Some(tls.clone());
+        let addr = s.c2s();
+        let logins = logins.clone();
+        set.spawn(async move {
+            let _permit = logins.acquire().await.unwrap();
+            let tcp = ProbedTcp::connect(addr).await;
+            let client = Client::connect_with_stream(tcp.clone(), cfg).await.unwrap();
+            (client, tcp)
+        });
+    }
+    let clients = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut v = Vec::new();
+        while let Some(r) = set.join_next().await {
+            v.push(r.unwrap());
+        }
+        v
+    })
+    .await
+    .expect("logging in timed out");
+    wait_sessions(&s.server, N).await;
+    // A few more still negotiating.
+    let mut pending = Vec::new();
+    for _ in 0..5 {
+        pending.push(open_raw(s.c2s()).await);
+    }
+    let stop = tokio::spawn(async move { s.stop().await });
+    let mut checks = tokio::task::JoinSet::new();
+    for (mut client, tcp) in clients {
+        checks.spawn(async move {
+            expect_client_stream_error(&mut client, &tcp, "system-shutdown").await;
+        });
+    }
+    for (mut conn, tcp, _) in pending {
+        checks.spawn(async move {
+            expect_stream_error(&mut conn, &tcp, "system-shutdown").await;
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(r) = checks.join_next().await {
+            r.unwrap();
+        }
+    })
+    .await
+    .expect("closing the clients timed out");
+    tokio::time::timeout(Duration::from_secs(120), stop)
+        .await
+        .expect("stop timed out")
+        .unwrap();
+}
