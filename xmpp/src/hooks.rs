@@ -19,6 +19,10 @@
 //! | [`C2S_AUTH_RESULT`] | host | a SASL attempt ended | `()` |
 //! | [`OFFLINE_MESSAGE`] | host | a message found no available session of an existing user | `bool` (handled) |
 //! | [`REGISTER_USER`], [`REMOVE_USER`] | host | an account was created or removed | `()` |
+//! | [`USER_AVAILABLE`] | host | a session sent its first available presence | `()` |
+//! | [`PRESENCE_IN`] | host of the recipient | a presence reaches a local user (before delivery) | `Option<Element>` |
+//! | [`C2S_PRE_AUTH_FEATURES`] | host | features are offered before authentication | `Vec<Element>` |
+//! | [`C2S_UNAUTHENTICATED_IQ`] | host | an IQ arrives before authentication | `Option<Element>` (the reply) |
 //!
 //! A hook point with no subscriber costs a lookup of a few nanoseconds.
 //! Subscribers to the per-stanza points should be pools keyed by user
@@ -109,3 +113,38 @@ pub const REGISTER_USER: HookPoint<Account, ()> = HookPoint::new("register_user"
 /// An account was removed; modules delete what they kept for it.
 /// ejabberd's `remove_user`.
 pub const REMOVE_USER: HookPoint<Account, ()> = HookPoint::new("remove_user");
+
+/// A session sent its first available presence (after it was handled and
+/// broadcast). ejabberd's `user_available_hook`; offline messages are
+/// delivered here.
+pub const USER_AVAILABLE: HookPoint<SessionInfo, ()> = HookPoint::new("user_available_hook");
+
+/// A presence stanza addressed to a local user (bare or full JID), before
+/// the router delivers it: a subscriber handles probes and subscription
+/// requests (ejabberd's `roster_in_subscription` and presence probes) and
+/// answers `None` when the stanza must not be delivered as it is.
+pub const PRESENCE_IN: HookPoint<(), Option<Element>> = HookPoint::new("presence_in");
+
+/// Who is negotiating, before authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreAuth {
+    /// The virtual host the stream is for.
+    pub host: String,
+    /// The client's address (`None` for the in-memory transport).
+    pub ip: Option<IpAddr>,
+    /// Whether the connection is encrypted.
+    pub tls: bool,
+}
+
+/// Features offered before authentication, after STARTTLS and SASL; a
+/// module appends its own (in-band registration's `<register/>`).
+pub const C2S_PRE_AUTH_FEATURES: HookPoint<PreAuth, Vec<Element>> =
+    HookPoint::new("c2s_pre_auth_features");
+
+/// An IQ before authentication (in-band registration, XEP-0077). A
+/// subscriber that handles it answers `Some(reply)`; the accumulator
+/// starts as `None`, and if it stays so the stream ends with
+/// `not-authorized`. ejabberd's `c2s_unauthenticated_iq`. The argument is
+/// the connection and the IQ.
+pub const C2S_UNAUTHENTICATED_IQ: HookPoint<(PreAuth, Element), Option<Element>> =
+    HookPoint::new("c2s_unauthenticated_iq");

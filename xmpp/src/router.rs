@@ -408,6 +408,7 @@ mod tests {
             node: "n".into(),
             sid: 1,
             priority,
+            presence: None,
             started_ms: 0,
         }
     }

@@ -51,6 +51,10 @@ pub struct SessionRecord {
     /// available presence and after unavailable (RFC 6121 §8.5: such a
     /// resource gets no messages sent to the bare JID).
     pub priority: Option<i8>,
+    /// The session's last available presence as sent (serialized, `from`
+    /// stamped), for probes and for contacts coming online; `None` while
+    /// unavailable.
+    pub presence: Option<String>,
     /// Milliseconds since the Unix epoch when the session was bound.
     pub started_ms: u64,
 }
@@ -120,8 +124,8 @@ pub enum ShardMsg {
         /// Answered once removed.
         reply: Option<RpcReplyPort<()>>,
     },
-    /// Sets a session's presence priority.
-    SetPriority {
+    /// Sets a session's presence priority and last presence.
+    SetPresence {
         /// Host of the session.
         host: String,
         /// User of the session.
@@ -130,6 +134,8 @@ pub enum ShardMsg {
         sid: u64,
         /// The new priority (`None`: unavailable).
         priority: Option<i8>,
+        /// The presence stanza, serialized (`None`: unavailable).
+        presence: Option<String>,
         /// Answered once written.
         reply: Option<RpcReplyPort<()>>,
     },
@@ -244,6 +250,7 @@ impl SessionManager {
             node: self.inner.node.clone(),
             sid,
             priority: None,
+            presence: None,
             started_ms: now_ms(),
         };
         let shard = self.shard_for(&record.host, &record.user)?;
@@ -272,14 +279,29 @@ impl SessionManager {
         }
     }
 
-    /// Sets a session's presence priority (`None`: unavailable).
+    /// Sets a session's presence priority (`None`: unavailable), keeping
+    /// no presence stanza.
     pub async fn set_priority(&self, host: &str, user: &str, sid: u64, priority: Option<i8>) {
+        self.set_presence(host, user, sid, priority, None).await;
+    }
+
+    /// Sets a session's presence: priority (`None`: unavailable) and the
+    /// last available presence stanza, serialized.
+    pub async fn set_presence(
+        &self,
+        host: &str,
+        user: &str,
+        sid: u64,
+        priority: Option<i8>,
+        presence: Option<String>,
+    ) {
         if let Ok(shard) = self.shard_for(host, user) {
-            let _ = ractor::call!(shard, |reply| ShardMsg::SetPriority {
+            let _ = ractor::call!(shard, |reply| ShardMsg::SetPresence {
                 host: host.to_owned(),
                 user: user.to_owned(),
                 sid,
                 priority,
+                presence,
                 reply: Some(reply),
             });
         }
@@ -464,17 +486,19 @@ impl Actor for SmShard {
                     let _ = reply.send(());
                 }
             }
-            ShardMsg::SetPriority {
+            ShardMsg::SetPresence {
                 host,
                 user,
                 sid,
                 priority,
+                presence,
                 reply,
             } => {
                 if let Some(old) = Self::find(sm, host, user, sid).await {
-                    if old.priority != priority {
+                    if old.priority != priority || old.presence != presence {
                         let new = SessionRecord {
                             priority,
+                            presence,
                             ..old.clone()
                         };
                         // One transaction: a reader never sees the user
