@@ -41,7 +41,7 @@ use dashmap::DashMap;
 use futures::future::BoxFuture;
 
 use crate::c2s::C2sMsg;
-use crate::hooks::{FILTER_PACKET, OFFLINE_MESSAGE};
+use crate::hooks::{FILTER_PACKET, OFFLINE_MESSAGE, PRESENCE_IN};
 use crate::jid::{self, Jid};
 use crate::sm::{SessionManager, SessionRecord};
 use crate::stanza_error::{StanzaError, StanzaErrorCondition, error_reply};
@@ -254,6 +254,20 @@ impl Router {
     async fn to_user(&self, stanza: Element, to: &Jid, pending: &mut Vec<Element>) {
         let host = to.domain().as_str();
         let user = to.node().map(|n| n.as_str()).unwrap_or_default();
+        let stanza = if stanza.name() == "presence" {
+            // Probes and subscriptions are the presence module's.
+            match self
+                .inner
+                .hooks
+                .run_fold(&PRESENCE_IN, Scope::Host(host), Some(stanza), ())
+                .await
+            {
+                Some(s) => s,
+                None => return,
+            }
+        } else {
+            stanza
+        };
         let sessions = self.inner.sm.sessions_of(host, user);
         let kind = stanza.name();
         // RFC 6121 §5.2.2: no type, or one not understood, is `normal`.

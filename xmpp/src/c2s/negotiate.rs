@@ -12,7 +12,10 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{BoxIo, C2sMsg, Peer, ReadEnd, Shaper, next_event};
 use crate::config::{ListenerKind, StartTls};
-use crate::hooks::{AuthResult, C2S_AUTH_RESULT, C2S_STREAM_FEATURES};
+use crate::hooks::{
+    AuthResult, C2S_AUTH_RESULT, C2S_PRE_AUTH_FEATURES, C2S_STREAM_FEATURES,
+    C2S_UNAUTHENTICATED_IQ, PreAuth,
+};
 use crate::ns;
 use crate::sasl::{self, ChannelBinding, Mechanism, SaslCondition, SaslError, ServerSession, Step};
 use crate::server::ServerCtx;
@@ -249,7 +252,14 @@ fn tls_required(lst: &ListenerSettings, conn: &Conn) -> bool {
     !conn.tls && lst.kind == ListenerKind::C2s && lst.starttls == StartTls::Required
 }
 
-fn pre_auth_features(ctx: &ServerCtx, lst: &ListenerSettings, conn: &Conn, peer: &Peer) -> Element {
+/// The pre-authentication features, and whether SASL is offered (then
+/// `c2s_pre_auth_features` subscribers may add theirs).
+fn pre_auth_features(
+    ctx: &ServerCtx,
+    lst: &ListenerSettings,
+    conn: &Conn,
+    peer: &Peer,
+) -> (Element, Option<PreAuth>) {
     let mut features = Element::new("features", ns::STREAM);
     if !conn.tls && lst.tls.is_some() {
         let mut starttls = Element::new("starttls", ns::TLS);
@@ -266,8 +276,17 @@ fn pre_auth_features(ctx: &ServerCtx, lst: &ListenerSettings, conn: &Conn, peer:
         if let Some(cb) = sasl::channel_binding_element(&offered_binding(&mechs, conn)) {
             features.append_child(cb);
         }
+        return (features, Some(pre_auth(conn, peer)));
     }
-    features
+    (features, None)
+}
+
+fn pre_auth(conn: &Conn, peer: &Peer) -> PreAuth {
+    PreAuth {
+        host: conn.host.clone().unwrap_or_default(),
+        ip: peer.addr.map(|a| a.ip()),
+        tls: conn.tls,
+    }
 }
 
 async fn post_auth_features(ctx: &ServerCtx, host: &str) -> Element {
@@ -451,7 +470,17 @@ async fn negotiate(
     let mut failures = 0;
     'stream: loop {
         let host = conn.open_stream(ctx).await?;
-        conn.send(&pre_auth_features(ctx, lst, conn, peer)).await?;
+        let (mut features, sasl_offered) = pre_auth_features(ctx, lst, conn, peer);
+        if let Some(pa) = sasl_offered {
+            let extra = ctx
+                .hooks
+                .run_fold(&C2S_PRE_AUTH_FEATURES, Scope::Host(&host), Vec::new(), pa)
+                .await;
+            for el in extra {
+                features.append_child(el);
+            }
+        }
+        conn.send(&features).await?;
         loop {
             let el = match conn.next().await? {
                 StreamEvent::Stanza(el) => el,
@@ -517,6 +546,21 @@ async fn negotiate(
                     }
                 }
                 continue;
+            }
+            if el.is("iq", ns::JABBER_CLIENT) && !tls_required(lst, conn) {
+                let reply = ctx
+                    .hooks
+                    .run_fold(
+                        &C2S_UNAUTHENTICATED_IQ,
+                        Scope::Host(&host),
+                        None,
+                        (pre_auth(conn, peer), el.clone()),
+                    )
+                    .await;
+                if let Some(reply) = reply {
+                    conn.send(&reply).await?;
+                    continue;
+                }
             }
             if matches!(el.name(), "iq" | "message" | "presence") && el.ns() == ns::JABBER_CLIENT {
                 return Err(fail(
