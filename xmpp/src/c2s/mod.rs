@@ -12,8 +12,10 @@
 //!    ([`C2sMsg::Authenticated`]), and the task becomes the reader that
 //!    decodes stanzas and casts them to the actor one by one.
 //! 3. The actor binds the resource (through the session manager, which
-//!    replaces a session on the same full JID), stamps `from` on what the
-//!    client sends, runs `user_send_packet` and routes; it writes what the
+//!    replaces a session on the same full JID), still within the
+//!    listener's deadline (else `connection-timeout`, as ejabberd's
+//!    negotiation timeout); then it stamps `from` on what the client
+//!    sends, runs `user_send_packet` and routes; it writes what the
 //!    router delivers after `user_receive_packet`.
 //!
 //! Whatever ends the actor (kick, replaced session, shutdown of its
@@ -69,6 +71,11 @@ pub enum C2sMsg {
     Disconnected,
     /// From the router: a stanza for this session's client.
     Route(Element),
+    /// The listener's deadline passed: closes the stream with
+    /// `connection-timeout` unless a resource is bound by now (as
+    /// ejabberd's negotiation timeout, which runs until the session is
+    /// established).
+    BindTimeout,
     /// Close the stream with this error (kick, replaced session, overflow).
     Kick {
         /// The stream error condition.
@@ -89,6 +96,7 @@ impl std::fmt::Debug for C2sMsg {
             C2sMsg::StreamFailed(e) => write!(f, "StreamFailed({})", e.condition.name()),
             C2sMsg::Disconnected => f.write_str("Disconnected"),
             C2sMsg::Route(el) => write!(f, "Route(<{}>)", el.name()),
+            C2sMsg::BindTimeout => f.write_str("BindTimeout"),
             C2sMsg::Kick { condition, .. } => write!(f, "Kick({})", condition.name()),
         }
     }
