@@ -14,7 +14,7 @@ use tokio::task::AbortHandle;
 use super::negotiate::{ListenerSettings, WRITE_TIMEOUT};
 use super::{BoxIo, C2sMsg, IpGuard, Peer};
 use crate::hooks::{
-    SM_REGISTER_CONNECTION, SM_REMOVE_CONNECTION, SessionInfo, USER_RECEIVE_PACKET,
+    SM_REGISTER_CONNECTION, SM_REMOVE_CONNECTION, SessionInfo, USER_AVAILABLE, USER_RECEIVE_PACKET,
     USER_SEND_PACKET,
 };
 use crate::jid::{BareJid, FullJid};
@@ -67,6 +67,11 @@ pub struct C2sState {
     account: Option<(String, String)>,
     bound: Option<Bound>,
     queued: Arc<AtomicU32>,
+    /// Whether the session sent available presence (and not unavailable
+    /// since).
+    available: bool,
+    /// JIDs that got directed available presence from this session.
+    directed: std::collections::BTreeSet<String>,
     /// The stream's end was written (or the connection is gone).
     closed: bool,
     /// The listener's deadline to authenticate and bind a resource.
@@ -296,16 +301,7 @@ impl C2sState {
             Some(Ok(_)) => {}
             None => {
                 if el.name() == "presence" {
-                    Self::own_presence(&self.ctx, bound, &el).await;
-                    // Broadcast to contacts lands with the presence module;
-                    // hooks still see the stanza.
-                    let info = bound.info.clone();
-                    let host = bound.jid.domain().to_string();
-                    let _ = self
-                        .ctx
-                        .hooks
-                        .run_fold(&USER_SEND_PACKET, Scope::Host(&host), Some(el), info)
-                        .await;
+                    self.own_presence(el).await;
                     return Ok(());
                 }
                 // RFC 6120 §10.3: no `to` means the account itself.
@@ -322,25 +318,118 @@ impl C2sState {
         else {
             return Ok(());
         };
+        if el.name() == "presence" {
+            // Directed presence (RFC 6121 §4.6): remembered, so that the
+            // recipient hears `unavailable` when this session ends.
+            if let Some(to) = el.attr("to") {
+                match el.attr("type") {
+                    None => {
+                        self.directed.insert(to.to_owned());
+                    }
+                    Some("unavailable") => {
+                        self.directed.remove(to);
+                    }
+                    _ => {}
+                }
+            }
+        }
         self.ctx.router.route(el).await;
         Ok(())
     }
 
-    /// Initial, updated or unavailable presence (no `to`): the session's
-    /// priority in the session table.
-    async fn own_presence(ctx: &ServerCtx, b: &Bound, el: &Element) {
-        let priority = match el.attr("type") {
-            None => Some(
-                el.child_text("priority", ns::JABBER_CLIENT)
-                    .and_then(|p| p.trim().parse::<i8>().ok())
-                    .unwrap_or(0),
-            ),
-            Some("unavailable") => None,
-            Some(_) => return,
-        };
+    /// Initial, updated or unavailable presence (no `to`, `from` stamped):
+    /// kept in the session table (priority and the stanza, for probes),
+    /// passed to `user_send_packet` (where the presence module broadcasts
+    /// it to contacts), then, for the first available presence,
+    /// `user_available_hook` (offline messages). Unavailable also goes to
+    /// every JID that got directed presence.
+    async fn own_presence(&mut self, el: Element) {
+        let Some(b) = &self.bound else { return };
         let host = b.jid.domain().to_string();
         let user = b.jid.node().map(|n| n.to_string()).unwrap_or_default();
-        ctx.sm.set_priority(&host, &user, b.sid, priority).await;
+        let sid = b.sid;
+        let info = b.info.clone();
+        let from = b.jid.to_string();
+        let available = match el.attr("type") {
+            None => true,
+            Some("unavailable") => false,
+            // Subscription types without `to` mean nothing: to the hooks.
+            Some(_) => {
+                let _ = self
+                    .ctx
+                    .hooks
+                    .run_fold(&USER_SEND_PACKET, Scope::Host(&host), Some(el), info)
+                    .await;
+                return;
+            }
+        };
+        if available {
+            let priority = el
+                .child_text("priority", ns::JABBER_CLIENT)
+                .and_then(|p| p.trim().parse::<i8>().ok())
+                .unwrap_or(0);
+            let xml = String::from_utf8_lossy(&el.to_bytes()).into_owned();
+            self.ctx
+                .sm
+                .set_presence(&host, &user, sid, Some(priority), Some(xml))
+                .await;
+        } else {
+            self.ctx
+                .sm
+                .set_presence(&host, &user, sid, None, None)
+                .await;
+        }
+        let first = available && !self.available;
+        self.available = available;
+        let passed = self
+            .ctx
+            .hooks
+            .run_fold(
+                &USER_SEND_PACKET,
+                Scope::Host(&host),
+                Some(el),
+                info.clone(),
+            )
+            .await;
+        if !available {
+            if let Some(el) = passed {
+                self.unavailable_to_directed(&from, &el).await;
+            }
+        }
+        if first {
+            let _ = self
+                .ctx
+                .hooks
+                .run(&USER_AVAILABLE, Scope::Host(&host), info)
+                .await;
+        }
+    }
+
+    /// Sends `unavailable` (a copy of `el`) to every JID that got directed
+    /// presence from this session, and forgets them.
+    async fn unavailable_to_directed(&mut self, from: &str, el: &Element) {
+        for to in std::mem::take(&mut self.directed) {
+            let mut u = el.clone();
+            u.set_attr("from", from);
+            u.set_attr("to", to);
+            u.set_attr("type", "unavailable");
+            self.ctx.router.route(u).await;
+        }
+    }
+
+    /// The session ends while available: as if the client had sent
+    /// unavailable presence (ejabberd does the same), so that contacts and
+    /// directed-presence recipients hear of it.
+    async fn end_presence(&mut self) {
+        if !self.available {
+            return;
+        }
+        let Some(b) = &self.bound else { return };
+        let unavailable = Element::builder("presence", ns::JABBER_CLIENT)
+            .attr("type", "unavailable")
+            .attr("from", b.jid.to_string())
+            .build();
+        self.own_presence(unavailable).await;
     }
 
     async fn deliver(&mut self, el: Element) -> bool {
@@ -391,6 +480,8 @@ impl Actor for C2sSession {
             account: None,
             bound: None,
             queued: Arc::new(AtomicU32::new(0)),
+            available: false,
+            directed: std::collections::BTreeSet::new(),
             closed: false,
             deadline: tokio::time::Instant::now() + args.listener.auth_timeout,
             _guard: args.guard.lock().take(),
@@ -470,6 +561,7 @@ impl Actor for C2sSession {
         _myself: ActorRef<C2sMsg>,
         state: &mut C2sState,
     ) -> Result<(), ActorProcessingErr> {
+        state.end_presence().await;
         if let Some(b) = state.bound.take() {
             let host = b.jid.domain().to_string();
             let user = b.jid.node().map(|n| n.to_string()).unwrap_or_default();
