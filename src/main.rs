@@ -125,9 +125,6 @@ async fn serve(
              (cluster-wide sessions land with the instant-messaging issue)"
         );
     }
-    for module in config.modules.keys() {
-        tracing::warn!(module, "module not available in this build yet: ignored");
-    }
     let mut options = ServerOptions::default().node_name(name.clone());
     options.max_sessions = max_sessions;
     let node = Node::start(config, options).await?;

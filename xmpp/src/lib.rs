@@ -33,11 +33,13 @@
 //! The crate has one XML stack, quick-xml, and parses each complete stanza
 //! with its synchronous reader.
 
+pub mod access;
 pub mod c2s;
 pub mod client;
 pub mod config;
 pub mod hooks;
 pub mod jid;
+pub mod modules;
 pub mod ns;
 pub mod router;
 pub mod sasl;

@@ -27,7 +27,7 @@ use beamline_runtime::hooks::{Hooks, Scope};
 use beamline_storage::backend::{Backend, BackendError, TablesBackend};
 use beamline_storage::disc::{DiscOptions, SyncPolicy};
 use beamline_storage::{Db, DurableDb};
-use beamline_supervision::module::ModuleManager;
+use beamline_supervision::module::{ModuleManager, ModuleManagerRef, ModuleOptions};
 use beamline_supervision::{
     ChildHandle, ChildSpec, DynamicMsg, DynamicSpec, DynamicSupervisor, Restart, Strategy,
     Supervisor, SupervisorRef, SupervisorSpec,
@@ -36,9 +36,11 @@ use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::TcpListener;
 
+use crate::access::{Access, Subject};
 use crate::c2s::{BoxIo, C2sArgs, C2sMsg, C2sSession, IpGuard, ListenerSettings, Peer};
-use crate::config::{AccessRuleEntry, Config, ListenerConfig, ListenerKind, StartTls, SyncMode};
+use crate::config::{Config, ListenerConfig, ListenerKind, StartTls, SyncMode};
 use crate::hooks::{Account, REGISTER_USER, REMOVE_USER};
+use crate::modules::{DiscoRegistry, Services, builtin_modules, builtin_names};
 use crate::router::Router;
 use crate::sasl::{self, SaslConfig};
 use crate::sm::SessionManager;
@@ -168,6 +170,7 @@ pub(crate) struct ServerCtx {
     pub sasl: HashMap<String, SaslConfig>,
     pub stats: ServerStats,
     pub started: Instant,
+    pub services: Services,
     sessions: Mutex<Vec<ChildHandle>>,
     next_sup: AtomicUsize,
 }
@@ -181,12 +184,9 @@ impl ServerCtx {
             .map_or("localhost", String::as_str)
     }
 
-    /// The per-user session limit.
-    pub fn max_sessions_per_user(&self) -> usize {
-        self.config
-            .limits
-            .max_sessions_per_user
-            .value_for(|_| false) as usize
+    /// The session limit of `user@host` (`[limits]`, by ACL).
+    pub fn max_sessions_per_user(&self, user: &str, host: &str) -> usize {
+        self.services.access.max_sessions(user, host)
     }
 
     /// Starts a session actor for `io` under one of the c2s supervisors.
@@ -233,28 +233,55 @@ impl ServerCtx {
     }
 }
 
-/// Whether the listener's access rule lets `ip` connect: the first step
-/// whose ACL matches decides; ACLs match on `ips` only before
-/// authentication (`all` matches everyone, `none` no one).
-fn ip_allowed(config: &Config, rule: Option<&str>, ip: std::net::IpAddr) -> bool {
-    let Some(rule) = rule else { return true };
-    let Some(steps) = config.access_rules.get(rule) else {
-        return false;
-    };
-    for step in steps {
-        let matches = match step.acl() {
-            "all" => true,
-            "none" => false,
-            name => config
-                .acl
-                .get(name)
-                .is_some_and(|acl| acl.ips.iter().any(|c| c.contains(ip))),
-        };
-        if matches {
-            return matches!(step, AccessRuleEntry::Allow(_));
-        }
+/// Whether the listener's access rule lets `ip` connect. Before
+/// authentication only address ACLs (and `all`) can match.
+fn ip_allowed(access: &Access, rule: Option<&str>, ip: std::net::IpAddr) -> bool {
+    access.allow_or_default(rule, &Subject::ip(Some(ip)))
+}
+
+/// A module's `[modules.NAME]` table as the module manager's options.
+pub(crate) fn module_options(table: &toml::Table) -> Result<ModuleOptions, String> {
+    match serde_json::to_value(table) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("options must be a table".into()),
+        Err(e) => Err(e.to_string()),
     }
-    false
+}
+
+/// Starts the modules of `[modules]` on every host, each after the
+/// configured modules it depends on (so that those get their options).
+async fn start_configured_modules(
+    config: &Config,
+    services: &Services,
+    modules: &ModuleManagerRef,
+) -> Result<(), ServerError> {
+    let all = builtin_modules(services);
+    let mut pending: Vec<&String> = config.modules.keys().collect();
+    let mut started: Vec<&str> = Vec::new();
+    while !pending.is_empty() {
+        let ready = pending.iter().position(|name| {
+            all.iter()
+                .find(|m| m.name() == name.as_str())
+                .is_none_or(|m| {
+                    m.dependencies()
+                        .iter()
+                        .all(|d| started.contains(&d.as_str()) || !config.modules.contains_key(d))
+                })
+        });
+        // A cycle among configured modules: the manager reports it.
+        let name = pending.remove(ready.unwrap_or(0));
+        let table = &config.modules[name];
+        let opts = module_options(table)
+            .map_err(|e| ServerError::Start(format!("modules.{name}: {e}")))?;
+        for host in &config.hosts {
+            modules
+                .start_module(host, name, opts.clone())
+                .await
+                .map_err(|e| ServerError::Start(format!("modules.{name} on {host}: {e}")))?;
+        }
+        started.push(name);
+    }
+    Ok(())
 }
 
 /// An acceptor: binds its address when it starts, accepts until stopped.
@@ -300,7 +327,11 @@ impl Actor for Listener {
                 };
                 let ctx = &args.ctx;
                 ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
-                if !ip_allowed(&ctx.config, args.config.access.as_deref(), peer.ip()) {
+                if !ip_allowed(
+                    &ctx.services.access,
+                    args.config.access.as_deref(),
+                    peer.ip(),
+                ) {
                     ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%peer, "connection refused by the access rule");
                     continue;
@@ -485,6 +516,20 @@ impl Server {
             backend.clone(),
             options.max_queue,
         );
+        let services = Services {
+            router: router.clone(),
+            hooks: hooks.clone(),
+            sm: sm.clone(),
+            backend: backend.clone(),
+            config: config.clone(),
+            access: Access::new(config.clone()),
+            disco: DiscoRegistry::default(),
+        };
+        let known = builtin_names(&services);
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        config
+            .check_modules(&known)
+            .map_err(|e| ServerError::Start(e.to_string()))?;
         let ctx = Arc::new(ServerCtx {
             node: options.node_name.clone(),
             config: config.clone(),
@@ -496,12 +541,16 @@ impl Server {
             sasl,
             stats: ServerStats::default(),
             started: Instant::now(),
+            services: services.clone(),
             sessions: Mutex::new(Vec::new()),
             next_sup: AtomicUsize::new(0),
         });
 
         let mut children = sm.shard_specs();
-        children.push(ModuleManager::child_spec("modules", Vec::new()));
+        children.push(ModuleManager::child_spec(
+            "modules",
+            builtin_modules(&services),
+        ));
         let per_sup = options
             .max_sessions
             .div_ceil(options.c2s_supervisors.max(1));
@@ -533,6 +582,19 @@ impl Server {
             );
         }
         *ctx.sessions.lock() = handles;
+        let modules = match root.child("modules").await.map(|h| h.actor_ref()) {
+            Ok(Some(m)) => ModuleManagerRef::from_ref(m),
+            _ => {
+                let _ = root.shutdown(Some(Duration::from_secs(5))).await;
+                return Err(ServerError::Start(
+                    "the module manager did not start".into(),
+                ));
+            }
+        };
+        if let Err(e) = start_configured_modules(&config, &services, &modules).await {
+            let _ = root.shutdown(Some(Duration::from_secs(5))).await;
+            return Err(e);
+        }
 
         let mut listeners = Vec::new();
         for l in &config.listeners {
@@ -603,6 +665,11 @@ impl Server {
     /// The node's root supervisor.
     pub fn supervisor(&self) -> &SupervisorRef {
         &self.inner.root
+    }
+
+    /// What modules use: router, hooks, sessions, backend, access, disco.
+    pub fn services(&self) -> &Services {
+        &self.inner.ctx.services
     }
 
     /// The server's counters.
@@ -902,10 +969,11 @@ mod tests {
         )
         .expect("valid config");
         let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
-        assert!(ip_allowed(&config, None, ip("10.1.1.1")));
-        assert!(ip_allowed(&config, Some("c2s"), ip("127.0.0.1")));
-        assert!(!ip_allowed(&config, Some("c2s"), ip("127.0.0.2")));
+        let access = Access::new(Arc::new(config));
+        assert!(ip_allowed(&access, None, ip("10.1.1.1")));
+        assert!(ip_allowed(&access, Some("c2s"), ip("127.0.0.1")));
+        assert!(!ip_allowed(&access, Some("c2s"), ip("127.0.0.2")));
         // No step matches: denied.
-        assert!(!ip_allowed(&config, Some("c2s"), ip("10.1.1.1")));
+        assert!(!ip_allowed(&access, Some("c2s"), ip("10.1.1.1")));
     }
 }

@@ -171,7 +171,7 @@ impl C2sState {
             queued: self.queued.clone(),
             jid: jid.clone(),
         };
-        let max = self.ctx.max_sessions_per_user();
+        let max = self.ctx.max_sessions_per_user(&user, &host);
         if let Err(e) = self.ctx.sm.register(&jid, sid, local, max).await {
             tracing::warn!(error = %e, "session registration failed");
             self.reply_error(iq, StanzaErrorCondition::InternalServerError)
