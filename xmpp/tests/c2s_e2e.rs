@@ -815,3 +815,76 @@ async fn message_types_to_a_bare_jid_follow_rfc_6121() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authzid_of_another_user_is_refused() {
+    let s = TestServer::start().await;
+    s.register("alice", "wonderland").await;
+    s.register("bob", "builder").await;
+    for mech in [Mechanism::Plain, Mechanism::ScramSha256] {
+        // Alice's password, asking to be bob.
+        let (mut conn, _tcp, _) = open_raw(s.c2s()).await;
+        let features = starttls(&mut conn).await;
+        let creds = ClientCredentials::new("alice", "wonderland").with_authzid("bob@localhost");
+        let err = conn
+            .authenticate(&features, creds, &[mech], T)
+            .await
+            .unwrap_err();
+        assert_eq!(err.sasl_condition(), Some("invalid-authzid"), "{mech}");
+        // Her own bare JID as authzid is fine.
+        let creds = ClientCredentials::new("alice", "wonderland").with_authzid("alice@localhost");
+        conn.authenticate(&features, creds, &[mech], T)
+            .await
+            .unwrap();
+        conn.open_stream(DOMAIN).await.unwrap();
+        conn.read_features(T).await.unwrap();
+        let jid = conn.bind(Some("r"), T).await.unwrap();
+        assert_eq!(jid.to_string(), "alice@localhost/r");
+    }
+    s.stop().await;
+}
+
+/// Plaintext pipelined after `<starttls/>` must not be taken into the
+/// encrypted stream (the STARTTLS command injection of CVE-2011-0411).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_after_starttls_is_discarded() {
+    let s = TestServer::start().await;
+    s.register("alice", "wonderland").await;
+    let (mut conn, tcp, _) = open_raw(s.c2s()).await;
+    conn.send_raw(
+        b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\
+          <iq type='get' id='injected' to='localhost'><query xmlns='urn:example:x'/></iq>",
+    )
+    .await
+    .unwrap();
+    let proceed = conn.next_element_timeout(T).await.unwrap();
+    assert!(proceed.is("proceed", ns::TLS));
+    let tls = beamline_xmpp::client::tls_client_config(
+        &beamline_xmpp::client::TrustMode::AcceptAnyForTests,
+        TlsMode::StartTls,
+    )
+    .unwrap();
+    conn.tls_handshake(DOMAIN, tls, T).await.unwrap();
+    conn.open_stream(DOMAIN).await.unwrap();
+    let features = conn.read_features(T).await.unwrap();
+    conn.authenticate(
+        &features,
+        ClientCredentials::new("alice", "wonderland"),
+        &[Mechanism::ScramSha1],
+        T,
+    )
+    .await
+    .unwrap();
+    conn.open_stream(DOMAIN).await.unwrap();
+    conn.read_features(T).await.unwrap();
+    conn.bind(Some("r"), T).await.unwrap();
+    // A round trip: the answer to ours, nothing about the injected one.
+    conn.send_raw(b"<iq type='get' id='mine' to='localhost'><query xmlns='urn:example:x'/></iq>")
+        .await
+        .unwrap();
+    let reply = conn.next_element_timeout(T).await.unwrap();
+    assert_eq!(reply.attr("id"), Some("mine"));
+    conn.send_close().await.unwrap();
+    expect_close_then_eof(&mut conn, &tcp).await;
+    s.stop().await;
+}
