@@ -479,3 +479,47 @@ async fn stop_closes_every_stream_with_system_shutdown() {
     .await;
     assert!(refused.is_ok(), "the c2s port still accepts after stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_stream_level_errors() {
+    let s = TestServer::start().await;
+    s.register("alice", "wonderland").await;
+    // An encoding other than UTF-8.
+    let (mut conn, tcp) = raw_with(
+        s.c2s(),
+        &format!(
+            "<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream {HEADER_TAIL} \
+             xmlns='jabber:client' to='localhost' version='1.0'>"
+        ),
+    )
+    .await;
+    expect_stream_error(&mut conn, &tcp, "unsupported-encoding").await;
+    // A stream header that never ends.
+    let (mut conn, tcp) = raw_with(
+        s.c2s(),
+        &format!(
+            "<?xml version='1.0'?><stream:stream {HEADER_TAIL} xmlns='jabber:client' \
+             to='localhost' version='1.0' x='{}'",
+            "x".repeat(64 * 1024)
+        ),
+    )
+    .await;
+    expect_stream_error(&mut conn, &tcp, "policy-violation").await;
+    // Text at stream level.
+    let (mut conn, tcp, _) = open_raw(s.c2s()).await;
+    conn.send_raw(b"some text").await.unwrap();
+    conn.send_raw(b"<presence/>").await.unwrap();
+    expect_stream_error(&mut conn, &tcp, "bad-format").await;
+    // An element that is not a stanza, before and after authentication.
+    let (mut conn, tcp, _) = open_raw(s.c2s()).await;
+    conn.send_raw(b"<hello xmlns='urn:example:x'/>")
+        .await
+        .unwrap();
+    expect_stream_error(&mut conn, &tcp, "unsupported-stanza-type").await;
+    let (mut conn, tcp) = logged_in(&s, "alice", "wonderland").await;
+    conn.send_raw(b"<hello xmlns='urn:example:x'/>")
+        .await
+        .unwrap();
+    expect_stream_error(&mut conn, &tcp, "unsupported-stanza-type").await;
+    s.stop().await;
+}
