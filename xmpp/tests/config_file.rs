@@ -86,7 +86,19 @@ fn the_default_is_what_serve_uses_without_a_file() {
     assert!(config.tls.certificate.is_none());
     assert_eq!(config.storage.data_dir, PathBuf::from("./data"));
     assert_eq!(config.auth.scram_iterations, 4096);
-    assert_eq!(config.auth.mechanisms, SaslMechanism::ALL);
+    // -PLUS is opt-in (see docs/configuration.md).
+    assert_eq!(
+        config.auth.mechanisms,
+        SaslMechanism::ALL
+            .into_iter()
+            .filter(|m| !m.name().ends_with("-PLUS"))
+            .collect::<Vec<_>>()
+    );
+    let mut modules: Vec<&str> = config.modules.keys().map(String::as_str).collect();
+    modules.sort_unstable();
+    let mut want = beamline_xmpp::modules::DEFAULT_MODULES.to_vec();
+    want.sort_unstable();
+    assert_eq!(modules, want);
     assert!(!config.auth.plain_on_loopback_without_tls);
     assert!(config.cluster.is_none());
 }

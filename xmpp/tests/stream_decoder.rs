@@ -286,6 +286,41 @@ fn reset_keep_input_after_sasl_success_keeps_a_pipelined_header() {
 }
 
 #[test]
+fn whitespace_before_the_declaration_of_a_restarted_stream() {
+    // go-xmpp (go-sendxmpp) ends `</auth>` with a newline; after <success/>
+    // that newline is still buffered, before the new stream's declaration,
+    // or it arrives after the restart.
+    let auth = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGEAYg==</auth>";
+    for (before, after) in [("\n", ""), ("", "\n"), ("\r\n ", " \n")] {
+        let mut dec = StreamDecoder::new(StreamLimits::default());
+        dec.feed(format!("{}{before}", in_stream(auth)).as_bytes());
+        assert!(matches!(
+            dec.next_event(),
+            Ok(Some(StreamEvent::StreamOpen(_)))
+        ));
+        // As the server does: no read past <auth/> before the restart.
+        assert!(matches!(dec.next_event(), Ok(Some(StreamEvent::Stanza(_)))));
+        dec.set_authenticated(true);
+        dec.reset_keep_input();
+        let (events, err) = decode_chunked(&mut dec, format!("{after}{HEADER}").as_bytes(), 3);
+        assert!(err.is_none(), "{before:?} {after:?}: {err:?}");
+        assert!(
+            matches!(events[..], [StreamEvent::StreamOpen(_)]),
+            "{events:?}"
+        );
+    }
+    // Still only whitespace, and still only before the first header.
+    let mut dec = StreamDecoder::new(StreamLimits::default());
+    dec.feed(in_stream(auth).as_bytes());
+    while let Ok(Some(_)) = dec.next_event() {}
+    dec.reset_keep_input();
+    let (_, err) = decode(&format!("x{HEADER}"));
+    assert!(err.is_some());
+    let (_, err) = decode_chunked(&mut dec, format!("<a/>{HEADER}").as_bytes(), usize::MAX);
+    assert!(err.is_some());
+}
+
+#[test]
 fn idle_decoder_is_small() {
     // The struct itself, before any input: no heap at all.
     let dec = StreamDecoder::new(StreamLimits::default());

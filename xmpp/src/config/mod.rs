@@ -93,9 +93,12 @@ pub struct Config {
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
     /// Modules to start, `[modules.NAME]` with that module's options.
-    /// Default empty. Names are checked by [`Config::check_modules`],
+    /// Default (no `[modules]` at all): the modules of
+    /// [`DEFAULT_MODULES`](crate::modules::DEFAULT_MODULES) with their
+    /// default options; a `[modules]` section lists every module to run.
+    /// Names are checked by [`Config::check_modules`],
     /// options by each module through [`Config::module_options`].
-    #[serde(default)]
+    #[serde(default = "default_modules")]
     pub modules: BTreeMap<String, toml::Table>,
     /// `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
     #[serde(default)]
@@ -103,6 +106,13 @@ pub struct Config {
     /// Kept for errors found after parsing.
     #[serde(skip, default = "default_source")]
     source: Source,
+}
+
+fn default_modules() -> BTreeMap<String, toml::Table> {
+    crate::modules::DEFAULT_MODULES
+        .iter()
+        .map(|m| ((*m).to_owned(), toml::Table::new()))
+        .collect()
 }
 
 fn default_hosts() -> Vec<String> {
@@ -158,7 +168,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             cluster: None,
-            modules: BTreeMap::new(),
+            modules: default_modules(),
             log_level: LogLevel::default(),
             source: default_source(),
         }

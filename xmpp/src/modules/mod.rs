@@ -12,6 +12,18 @@
 //! Each module lives in its own file in this directory and is listed in
 //! [`builtin_modules`].
 
+pub mod blocking;
+pub mod disco;
+pub mod offline;
+pub mod ping;
+pub mod presence;
+pub mod private;
+pub mod register;
+pub mod roster;
+pub mod time;
+pub mod vcard;
+pub mod version;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -167,9 +179,37 @@ pub fn opt_str<'a>(opts: &'a ModuleOptions, key: &str) -> Option<&'a str> {
 }
 
 /// Every module this build has, ready for the module manager.
-pub fn builtin_modules(_services: &Services) -> Vec<Arc<dyn Module>> {
-    Vec::new()
+pub fn builtin_modules(services: &Services) -> Vec<Arc<dyn Module>> {
+    vec![
+        roster::module(services),
+        presence::module(services),
+        offline::module(services),
+        disco::module(services),
+        ping::module(services),
+        version::module(services),
+        time::module(services),
+        vcard::module(services),
+        private::module(services),
+        blocking::module(services),
+        register::module(services),
+    ]
 }
+
+/// The modules a configuration without `[modules]` runs: the ones a
+/// chat client expects (in-band registration is left out: it lets anyone
+/// create accounts).
+pub const DEFAULT_MODULES: [&str; 10] = [
+    "mod_roster",
+    "mod_presence",
+    "mod_offline",
+    "mod_disco",
+    "mod_ping",
+    "mod_version",
+    "mod_time",
+    "mod_vcard",
+    "mod_private",
+    "mod_blocking",
+];
 
 /// The names of [`builtin_modules`], for checking `[modules]`.
 pub fn builtin_names(services: &Services) -> Vec<String> {

@@ -67,6 +67,9 @@ pub struct StreamDecoder {
     /// First byte of CDATA content.
     cdata_start: usize,
     stream: Option<StreamContext>,
+    /// Restarted by [`StreamDecoder::reset_keep_input`] and no header yet:
+    /// whitespace may come before the XML declaration.
+    restarted: bool,
 }
 
 // By hand, so that buffered input (which may hold SASL payloads) never
@@ -99,6 +102,7 @@ impl StreamDecoder {
             unit_start: 0,
             cdata_start: 0,
             stream: None,
+            restarted: false,
         }
     }
 
@@ -185,6 +189,7 @@ impl StreamDecoder {
     pub fn reset_keep_input(&mut self) {
         self.compact();
         self.restart_state();
+        self.restarted = true;
     }
 
     fn restart_state(&mut self) {
@@ -196,6 +201,7 @@ impl StreamDecoder {
         self.unit_start = self.start;
         self.cdata_start = self.start;
         self.stream = None;
+        self.restarted = false;
     }
 
     /// Drops consumed bytes and shrinks an oversized buffer.
@@ -299,8 +305,14 @@ impl StreamDecoder {
                         }
                         b'?' => {
                             // Only the XML declaration, and only as the very
-                            // first bytes of the stream.
-                            let first = self.tag_start == self.unit_start;
+                            // first bytes of the stream; after a restart that
+                            // kept the input, whitespace before it is the old
+                            // stream's (a client's `</auth>\n`).
+                            let first = self.tag_start == self.unit_start
+                                || (self.restarted
+                                    && self.buf[self.unit_start..self.tag_start]
+                                        .iter()
+                                        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')));
                             if !(self.phase == (Phase::Prolog { decl_allowed: true }) && first) {
                                 return Err(DecodeError::Restricted(
                                     Restricted::ProcessingInstruction,
