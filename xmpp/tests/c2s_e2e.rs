@@ -888,3 +888,48 @@ async fn plaintext_after_starttls_is_discarded() {
     expect_close_then_eof(&mut conn, &tcp).await;
     s.stop().await;
 }
+
+/// RFC 6120 §6.4.2: `<auth/>` without an initial response gets an empty
+/// challenge (`=`), and the client-first message comes as a response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_without_an_initial_response() {
+    use beamline_xmpp::sasl::client::{ClientSession, Gs2Flag};
+    use beamline_xmpp::sasl::{decode_payload, encode_payload};
+    let s = TestServer::start().await;
+    s.register("alice", "wonderland").await;
+    let (mut conn, tcp, _) = open_raw(s.c2s()).await;
+    starttls(&mut conn).await;
+    let mut sasl = ClientSession::new(
+        Mechanism::ScramSha256,
+        ClientCredentials::new("alice", "wonderland"),
+        Gs2Flag::NotSupported,
+    )
+    .unwrap();
+    conn.send_raw(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'/>")
+        .await
+        .unwrap();
+    let empty = conn.next_element_timeout(T).await.unwrap();
+    assert!(empty.is("challenge", ns::SASL), "{empty:?}");
+    assert_eq!(empty.text().trim(), "=");
+    let response = |data: &[u8]| {
+        Element::builder("response", ns::SASL)
+            .text(&encode_payload(data))
+            .build()
+    };
+    let first = sasl.initial_response().unwrap();
+    conn.send(&response(&first)).await.unwrap();
+    let challenge = conn.next_element_timeout(T).await.unwrap();
+    assert!(challenge.is("challenge", ns::SASL), "{challenge:?}");
+    let last = sasl
+        .challenge(&decode_payload(challenge.text().trim()).unwrap())
+        .unwrap();
+    conn.send(&response(&last)).await.unwrap();
+    let success = conn.next_element_timeout(T).await.unwrap();
+    assert!(success.is("success", ns::SASL), "{success:?}");
+    sasl.success(Some(&decode_payload(success.text().trim()).unwrap()))
+        .unwrap();
+    // Authenticated. (`RawConnection` has no public way to restart its
+    // decoder outside `authenticate`, so the test stops here.)
+    drop((conn, tcp));
+    s.stop().await;
+}
