@@ -440,6 +440,7 @@ struct Inner {
     durable: Option<DurableDb>,
     listeners: Vec<(ListenerKind, SocketAddr)>,
     memory_listener: Arc<ListenerSettings>,
+    modules: ModuleManagerRef,
     stopped: tokio::sync::Mutex<bool>,
 }
 
@@ -637,6 +638,7 @@ impl Server {
                 durable,
                 listeners,
                 memory_listener,
+                modules,
                 stopped: tokio::sync::Mutex::new(false),
             }),
         })
@@ -670,6 +672,81 @@ impl Server {
     /// What modules use: router, hooks, sessions, backend, access, disco.
     pub fn services(&self) -> &Services {
         &self.inner.ctx.services
+    }
+
+    /// Starts module `name` on `host` (every configured host when `None`)
+    /// with `options` merged over its defaults.
+    pub async fn start_module(
+        &self,
+        host: Option<&str>,
+        name: &str,
+        options: ModuleOptions,
+    ) -> Result<(), ServerError> {
+        for host in self.module_hosts(host)? {
+            self.inner
+                .modules
+                .start_module(&host, name, options.clone())
+                .await
+                .map_err(|e| ServerError::Start(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Stops module `name` on `host` (every host when `None`): its hooks,
+    /// IQ handlers and disco features go with it.
+    pub async fn stop_module(&self, host: Option<&str>, name: &str) -> Result<(), ServerError> {
+        for host in self.module_hosts(host)? {
+            self.inner
+                .modules
+                .stop_module(&host, name)
+                .await
+                .map_err(|e| ServerError::Start(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Gives module `name` on `host` (every host when `None`) new options.
+    pub async fn reload_module(
+        &self,
+        host: Option<&str>,
+        name: &str,
+        options: ModuleOptions,
+    ) -> Result<(), ServerError> {
+        for host in self.module_hosts(host)? {
+            self.inner
+                .modules
+                .reload_module(&host, name, options.clone())
+                .await
+                .map_err(|e| ServerError::Start(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The modules running on `host`, in start order, with their options.
+    pub async fn running_modules(
+        &self,
+        host: &str,
+    ) -> Result<Vec<(String, ModuleOptions)>, ServerError> {
+        let host = self.module_hosts(Some(host))?.remove(0);
+        self.inner
+            .modules
+            .running(&host)
+            .await
+            .map_err(|e| ServerError::Start(e.to_string()))
+    }
+
+    fn module_hosts(&self, host: Option<&str>) -> Result<Vec<String>, ServerError> {
+        match host {
+            None => Ok(self.inner.ctx.config.hosts.clone()),
+            Some(h) => {
+                let h = crate::config::normalize_host(h);
+                if self.inner.ctx.router.serves(&h) {
+                    Ok(vec![h])
+                } else {
+                    Err(ServerError::Account(AccountError::UnknownHost(h)))
+                }
+            }
+        }
     }
 
     /// The server's counters.
