@@ -40,7 +40,8 @@ fn listener(kind: ListenerKind) -> ListenerConfig {
 
 impl TestServer {
     /// A server with a `c2s` (STARTTLS required) and a `c2s_tls` listener
-    /// on port 0, everything in memory; `tweak` may change the config.
+    /// on port 0, everything in memory, no modules; `tweak` may change the
+    /// config.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
@@ -49,6 +50,10 @@ impl TestServer {
         // The tests exercise channel binding: offer every mechanism (the
         // default list leaves the -PLUS ones out).
         config.auth.mechanisms = beamline_xmpp::config::SaslMechanism::ALL.to_vec();
+        // The core server only (no offline storage, no IQ handlers): what
+        // these tests check is routing and the stream as such. A test that
+        // wants modules adds them in `tweak`.
+        config.modules.clear();
         tweak(&mut config);
         // Actor names are process-wide: one node name per server.
         static NEXT: AtomicUsize = AtomicUsize::new(0);
