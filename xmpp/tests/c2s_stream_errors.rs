@@ -67,6 +67,18 @@ async fn unknown_host_is_host_unknown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_without_to_is_improper_addressing() {
+    let s = TestServer::start().await;
+    let (mut conn, tcp) = raw_with(s.c2s(), &header("xmlns='jabber:client' version='1.0'")).await;
+    match conn.next_event_timeout(T).await.unwrap() {
+        StreamEvent::StreamOpen(h) => assert_eq!(h.from.as_deref(), Some(DOMAIN)),
+        other => panic!("expected the server's header, got {other:?}"),
+    }
+    expect_stream_error(&mut conn, &tcp, "improper-addressing").await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_namespaces_are_invalid_namespace() {
     let s = TestServer::start().await;
     // Content namespace of a server-to-server stream on a c2s listener.

@@ -182,7 +182,14 @@ impl Conn {
             .map(|t| crate::config::normalize_host(t.trim()));
         let host = match to {
             Some(h) if ctx.router.serves(&h) => h,
-            _ => {
+            // As ejabberd: a header without `to` cannot be addressed.
+            None => {
+                return Err(fail(
+                    StreamErrorCondition::ImproperAddressing,
+                    "the stream header has no 'to' attribute",
+                ));
+            }
+            Some(_) => {
                 return Err(fail(
                     StreamErrorCondition::HostUnknown,
                     "this server does not serve that domain",
