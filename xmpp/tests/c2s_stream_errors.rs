@@ -153,8 +153,6 @@ async fn malformed_xml_is_not_well_formed() {
 /// be completed, so the server should say so at once rather than wait for
 /// more input (ejabberd's parser does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "stream decoder bug: a mismatched close tag below stanza level is noticed only \
-            when the depth gets back to the stanza level, so the connection hangs"]
 async fn mismatched_close_tag_inside_a_stanza_is_not_well_formed_at_once() {
     let s = TestServer::start().await;
     s.register("alice", "wonderland").await;

@@ -70,6 +70,12 @@ pub struct StreamDecoder {
     /// Restarted by [`StreamDecoder::reset_keep_input`] and no header yet:
     /// whitespace may come before the XML declaration.
     restarted: bool,
+    /// Qualified names of the elements open inside the current stanza,
+    /// end to end, and their lengths: an end tag must match the last one
+    /// (checked at once, so a mismatch below stanza level is an error now
+    /// rather than a stanza that never completes).
+    open_names: Vec<u8>,
+    open_lens: Vec<usize>,
 }
 
 // By hand, so that buffered input (which may hold SASL payloads) never
@@ -103,6 +109,8 @@ impl StreamDecoder {
             cdata_start: 0,
             stream: None,
             restarted: false,
+            open_names: Vec::new(),
+            open_lens: Vec::new(),
         }
     }
 
@@ -202,6 +210,17 @@ impl StreamDecoder {
         self.cdata_start = self.start;
         self.stream = None;
         self.restarted = false;
+        self.clear_open_names();
+    }
+
+    fn clear_open_names(&mut self) {
+        self.open_names.clear();
+        self.open_lens.clear();
+        // A deep stanza may have grown them: an idle decoder keeps little.
+        if self.open_names.capacity() > 256 {
+            self.open_names = Vec::new();
+            self.open_lens = Vec::new();
+        }
     }
 
     /// Drops consumed bytes and shrinks an oversized buffer.
@@ -473,6 +492,13 @@ impl StreamDecoder {
             });
         }
         if !empty {
+            let name_end = self.buf[self.tag_start + 1..end]
+                .iter()
+                .position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>'))
+                .map_or(end, |i| self.tag_start + 1 + i);
+            self.open_names
+                .extend_from_slice(&self.buf[self.tag_start + 1..name_end]);
+            self.open_lens.push(name_end - self.tag_start - 1);
             self.depth += 1;
             return Ok(None);
         }
@@ -501,8 +527,18 @@ impl StreamDecoder {
                 Ok(Some(StreamEvent::StreamClose))
             }
             _ => {
+                let name = self.buf[self.tag_start + 2..self.pos - 1].trim_ascii_end();
+                let open_len = self.open_lens.pop().unwrap_or(0);
+                let open_start = self.open_names.len().saturating_sub(open_len);
+                if self.open_names[open_start..] != *name {
+                    return Err(DecodeError::Malformed(
+                        "end tag does not match its start tag",
+                    ));
+                }
+                self.open_names.truncate(open_start);
                 self.depth -= 1;
                 if self.depth == 1 {
+                    self.clear_open_names();
                     self.stanza_done().map(Some)
                 } else {
                     Ok(None)
