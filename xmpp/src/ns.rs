@@ -78,6 +78,10 @@ pub const VERSION: &str = "jabber:iq:version";
 pub const REGISTER: &str = "jabber:iq:register";
 /// Client state indication (XEP-0352).
 pub const CSI: &str = "urn:xmpp:csi:0";
+/// Entity time (XEP-0202).
+pub const TIME: &str = "urn:xmpp:time";
+/// The in-band registration stream feature (XEP-0077 §4).
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 
 /// Every constant above, for [`intern`]. Ordered by how often a stanza
 /// carries it, since the lookup is linear.
@@ -116,6 +120,8 @@ const KNOWN: &[&str] = &[
     VERSION,
     REGISTER,
     CSI,
+    TIME,
+    REGISTER_FEATURE,
     XML,
 ];
 
