@@ -82,6 +82,10 @@ pub const CSI: &str = "urn:xmpp:csi:0";
 pub const TIME: &str = "urn:xmpp:time";
 /// The in-band registration stream feature (XEP-0077 §4).
 pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+/// The roster versioning stream feature (XEP-0237).
+pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+/// The subscription pre-approval stream feature (RFC 6121 §3.4).
+pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
 
 /// Every constant above, for [`intern`]. Ordered by how often a stanza
 /// carries it, since the lookup is linear.
@@ -122,6 +126,8 @@ const KNOWN: &[&str] = &[
     CSI,
     TIME,
     REGISTER_FEATURE,
+    ROSTER_VER,
+    PRE_APPROVAL,
     XML,
 ];
 
