@@ -76,6 +76,9 @@ pub enum C2sMsg {
     /// ejabberd's negotiation timeout, which runs until the session is
     /// established).
     BindTimeout,
+    /// To itself, after the stream was closed and the session left the
+    /// table: everything queued before it has been routed again; stop.
+    Finish,
     /// Close the stream with this error (kick, replaced session, overflow).
     Kick {
         /// The stream error condition.
@@ -97,6 +100,7 @@ impl std::fmt::Debug for C2sMsg {
             C2sMsg::Disconnected => f.write_str("Disconnected"),
             C2sMsg::Route(el) => write!(f, "Route(<{}>)", el.name()),
             C2sMsg::BindTimeout => f.write_str("BindTimeout"),
+            C2sMsg::Finish => f.write_str("Finish"),
             C2sMsg::Kick { condition, .. } => write!(f, "Kick({})", condition.name()),
         }
     }

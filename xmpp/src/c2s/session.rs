@@ -405,6 +405,34 @@ impl C2sState {
         }
     }
 
+    /// Leaves the session table (after unavailable presence, if the
+    /// session was available) and runs `sm_remove_connection`. Idempotent.
+    async fn leave(&mut self) {
+        self.end_presence().await;
+        if let Some(b) = self.bound.take() {
+            let host = b.jid.domain().to_string();
+            let user = b.jid.node().map(|n| n.to_string()).unwrap_or_default();
+            self.ctx.sm.unregister(&host, &user, b.sid).await;
+            let _ = self
+                .ctx
+                .hooks
+                .run(&SM_REMOVE_CONNECTION, Scope::Host(&host), b.info)
+                .await;
+        }
+    }
+
+    /// Ends the session once the stream is closed: leaves the session
+    /// table, then stops after the stanzas already in the mailbox, which
+    /// are routed again (see `C2sMsg::Route`) instead of being lost.
+    async fn finish(&mut self, myself: &ActorRef<C2sMsg>) {
+        self.closed = true;
+        self.stop_negotiation = None;
+        self.leave().await;
+        if myself.cast(C2sMsg::Finish).is_err() {
+            myself.stop(None);
+        }
+    }
+
     /// Sends `unavailable` (a copy of `el`) to every JID that got directed
     /// presence from this session, and forgets them.
     async fn unavailable_to_directed(&mut self, from: &str, el: &Element) {
@@ -515,42 +543,48 @@ impl Actor for C2sSession {
                             "no resource bound in time",
                         )))
                         .await;
-                    myself.stop(None);
+                    state.finish(&myself).await;
                 }
             }
             C2sMsg::FromClient(el) => {
                 if let Err(e) = state.client_element(&myself, el).await {
                     state.close(Some(e)).await;
-                    myself.stop(None);
+                    state.finish(&myself).await;
                 }
             }
             C2sMsg::ClientClosed => {
                 state.close(None).await;
-                myself.stop(None);
+                state.finish(&myself).await;
             }
             C2sMsg::StreamFailed(e) => {
                 state.close(Some(e)).await;
-                myself.stop(None);
+                state.finish(&myself).await;
             }
             C2sMsg::Disconnected => {
                 state.closed = true;
                 state.stop_negotiation = None;
-                myself.stop(None);
+                state.finish(&myself).await;
             }
             C2sMsg::Route(el) => {
                 state.queued.fetch_sub(1, Ordering::AcqRel);
-                if !state.closed && !state.deliver(el).await {
+                if state.closed {
+                    // Queued before this session left the table: routed
+                    // again, to another resource, offline storage or a
+                    // bounce (ejabberd's bounce_message_queue).
+                    state.ctx.router.route(el).await;
+                } else if !state.deliver(el).await {
                     state.closed = true;
-                    myself.stop(None);
+                    state.finish(&myself).await;
                 }
             }
+            C2sMsg::Finish => myself.stop(None),
             C2sMsg::Kick { condition, text } => {
                 let mut e = StreamError::new(condition);
                 if let Some(t) = text {
                     e = e.with_text(t, Some("en"));
                 }
                 state.close(Some(e)).await;
-                myself.stop(None);
+                state.finish(&myself).await;
             }
         }
         Ok(())
@@ -561,17 +595,7 @@ impl Actor for C2sSession {
         _myself: ActorRef<C2sMsg>,
         state: &mut C2sState,
     ) -> Result<(), ActorProcessingErr> {
-        state.end_presence().await;
-        if let Some(b) = state.bound.take() {
-            let host = b.jid.domain().to_string();
-            let user = b.jid.node().map(|n| n.to_string()).unwrap_or_default();
-            state.ctx.sm.unregister(&host, &user, b.sid).await;
-            let _ = state
-                .ctx
-                .hooks
-                .run(&SM_REMOVE_CONNECTION, Scope::Host(&host), b.info)
-                .await;
-        }
+        state.leave().await;
         let negotiating = state.stop_negotiation.is_some();
         // Stopped from outside (supervisor shutdown, crash): say so.
         state
