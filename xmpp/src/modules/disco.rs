@@ -1,17 +1,156 @@
-//! `mod_disco`: Service discovery (XEP-0030) and the server's entity capabilities (XEP-0115).
+//! `mod_disco`: Service discovery (XEP-0030) and the server's entity
+//! capabilities (XEP-0115), as ejabberd's `mod_disco` and `mod_caps` do
+//! them.
 //!
-//! Not built yet: the module starts and does nothing.
+//! - `disco#info` to the server: the identity `server/im` (named by the
+//!   `name` option) and the features `iq`, `presence`, `disco#info`,
+//!   `disco#items` plus what the running modules announce in the
+//!   [`DiscoRegistry`](super::DiscoRegistry) (read at each request, so a
+//!   module stopped or started at runtime shows at once);
+//! - `disco#items` to the server: the `extra_domains` option's JIDs;
+//! - to an account's bare JID, from that account itself: the identity
+//!   `account/registered`, the features `disco#info` and `disco#items`,
+//!   and as items the account's online resources (ejabberd's
+//!   `get_sm_identity`/`get_sm_features`/`get_sm_items`); from anyone
+//!   else `service-unavailable` (ejabberd answers so to whoever has no
+//!   presence subscription; this server does not look at the roster);
+//! - a node other than the capabilities node (`node#ver`) is
+//!   `item-not-found`;
+//! - after authentication the stream features carry
+//!   `<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node=… ver=…/>`
+//!   (XEP-0115 §6.3), the verification string computed at each login from
+//!   the current identity and features.
 
 use std::sync::Arc;
 
+use base64::Engine as _;
+use beamline_runtime::hooks::{Flow, Scope};
 use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
+use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
 
-use super::{Services, holder_tree};
+use super::{Services, holder_tree, opt_str};
+use crate::hooks::C2S_STREAM_FEATURES;
+use crate::jid;
+use crate::ns;
+use crate::stanza_error::{StanzaError, StanzaErrorCondition, error_reply};
+use crate::xml::Element;
+
+/// The `node` of the server's entity capabilities (XEP-0115 §4): names
+/// the software.
+pub const CAPS_NODE: &str = "https://github.com/beamline-im/beamline";
+
+/// The features every server answers with besides those of the modules
+/// (as ejabberd's `mod_disco` lists them).
+const BASE_FEATURES: [&str; 4] = ["iq", "presence", ns::DISCO_INFO, ns::DISCO_ITEMS];
+
+/// A disco identity (XEP-0030 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Identity {
+    /// `category` attribute.
+    pub category: String,
+    /// `type` attribute.
+    pub kind: String,
+    /// `xml:lang` attribute (empty: none).
+    pub lang: String,
+    /// `name` attribute (empty: none).
+    pub name: String,
+}
+
+impl Identity {
+    /// An identity without a language.
+    pub fn new(category: &str, kind: &str, name: &str) -> Self {
+        Identity {
+            category: category.to_owned(),
+            kind: kind.to_owned(),
+            lang: String::new(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The `<identity/>` element.
+    pub fn to_element(&self) -> Element {
+        let mut el = Element::new("identity", ns::DISCO_INFO);
+        el.set_attr("category", self.category.clone());
+        el.set_attr("type", self.kind.clone());
+        if !self.lang.is_empty() {
+            el.set_attr("xml:lang", self.lang.clone());
+        }
+        if !self.name.is_empty() {
+            el.set_attr("name", self.name.clone());
+        }
+        el
+    }
+}
+
+/// The verification string of XEP-0115 §5.1 (no extended forms): sorted
+/// identities as `category/type/lang/name<`, sorted features as
+/// `feature<`, SHA-1, base64.
+pub fn caps_ver(identities: &[Identity], features: &[String]) -> String {
+    let mut ids: Vec<&Identity> = identities.iter().collect();
+    ids.sort();
+    let mut feats: Vec<&String> = features.iter().collect();
+    feats.sort();
+    feats.dedup();
+    let mut s = String::new();
+    for i in ids {
+        s.push_str(&format!("{}/{}/{}/{}<", i.category, i.kind, i.lang, i.name));
+    }
+    for f in feats {
+        s.push_str(f);
+        s.push('<');
+    }
+    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
+}
+
+/// A `result` reply to an IQ request: `to` the request's `from`, `from`
+/// its `to`, same `id`, with `payload` as child if any.
+pub fn iq_result(req: &Element, payload: Option<Element>) -> Element {
+    let mut reply = Element::new("iq", ns::JABBER_CLIENT);
+    if let Some(from) = req.attr("from") {
+        reply.set_attr("to", from);
+    }
+    if let Some(to) = req.attr("to") {
+        reply.set_attr("from", to);
+    }
+    reply.set_attr("type", "result");
+    if let Some(id) = req.attr("id") {
+        reply.set_attr("id", id);
+    }
+    if let Some(p) = payload {
+        reply.append_child(p);
+    }
+    reply
+}
+
+/// An error reply to an IQ request with `condition`.
+pub fn iq_error(req: &Element, condition: StanzaErrorCondition) -> Option<Element> {
+    error_reply(req, &StanzaError::new(condition), false)
+}
+
+/// An error reply with a descriptive text.
+pub fn iq_error_text(
+    req: &Element,
+    condition: StanzaErrorCondition,
+    text: &str,
+) -> Option<Element> {
+    error_reply(
+        req,
+        &StanzaError::new(condition).with_text(text, Some("en")),
+        false,
+    )
+}
+
+/// Whether the IQ is addressed to an account (its `to` has a local part).
+pub fn to_account(req: &Element) -> bool {
+    req.attr("to")
+        .and_then(|t| jid::parse(t).ok())
+        .is_some_and(|j| j.node().is_some())
+}
 
 /// The `mod_disco` module.
 pub struct Mod {
-    #[allow(dead_code)] // used once the module is built
     services: Services,
 }
 
@@ -22,12 +161,297 @@ pub fn module(services: &Services) -> Arc<dyn Module> {
     })
 }
 
+/// What the handlers need: services, the host, the options.
+struct Disco {
+    services: Services,
+    host: String,
+    name: String,
+    extra_domains: Vec<String>,
+}
+
+impl Disco {
+    fn identities(&self) -> Vec<Identity> {
+        vec![Identity::new("server", "im", &self.name)]
+    }
+
+    fn features(&self) -> Vec<String> {
+        let mut f: Vec<String> = BASE_FEATURES.iter().map(|s| (*s).to_owned()).collect();
+        f.extend(self.services.disco.features(&self.host));
+        f.sort();
+        f.dedup();
+        f
+    }
+
+    fn ver(&self) -> String {
+        caps_ver(&self.identities(), &self.features())
+    }
+
+    fn caps_element(&self) -> Element {
+        Element::builder("c", ns::CAPS)
+            .attr("hash", "sha-1")
+            .attr("node", CAPS_NODE)
+            .attr("ver", self.ver())
+            .build()
+    }
+
+    fn info_query(node: Option<&str>, ids: &[Identity], features: &[String]) -> Element {
+        let mut q = Element::new("query", ns::DISCO_INFO);
+        if let Some(node) = node {
+            q.set_attr("node", node);
+        }
+        for i in ids {
+            q.append_child(i.to_element());
+        }
+        for f in features {
+            q.append_child(
+                Element::builder("feature", ns::DISCO_INFO)
+                    .attr("var", f.clone())
+                    .build(),
+            );
+        }
+        q
+    }
+
+    /// The query child, if it is the only child and in `ns` (`None` for a
+    /// malformed request).
+    fn query<'a>(req: &'a Element, namespace: &str) -> Option<&'a Element> {
+        let mut children = req.children();
+        let q = children.next()?;
+        (q.is("query", namespace) && children.next().is_none()).then_some(q)
+    }
+
+    async fn info(&self, req: Element) -> Option<Element> {
+        if req.attr("type") != Some("get") {
+            return iq_error(&req, StanzaErrorCondition::NotAllowed);
+        }
+        let Some(q) = Self::query(&req, ns::DISCO_INFO) else {
+            return iq_error(&req, StanzaErrorCondition::BadRequest);
+        };
+        let node = q.attr("node").filter(|n| !n.is_empty());
+        if to_account(&req) {
+            return self.account_info(&req, node).await;
+        }
+        if let Some(node) = node {
+            // XEP-0115 §6.2: the capabilities node answers as the entity.
+            let caps_node = format!("{CAPS_NODE}#{}", self.ver());
+            if node != caps_node {
+                return iq_error(&req, StanzaErrorCondition::ItemNotFound);
+            }
+        }
+        let q = Self::info_query(node, &self.identities(), &self.features());
+        Some(iq_result(&req, Some(q)))
+    }
+
+    /// The account and whether the sender is that account.
+    fn account_of(req: &Element) -> Option<(jid::BareJid, bool)> {
+        let to = jid::parse(req.attr("to")?).ok()?.to_bare();
+        let from = jid::parse(req.attr("from")?).ok()?.to_bare();
+        let own = to == from;
+        Some((to, own))
+    }
+
+    async fn account_info(&self, req: &Element, node: Option<&str>) -> Option<Element> {
+        let Some((account, own)) = Self::account_of(req) else {
+            return iq_error(req, StanzaErrorCondition::BadRequest);
+        };
+        if !own {
+            return iq_error(req, StanzaErrorCondition::ServiceUnavailable);
+        }
+        if node.is_some() {
+            return iq_error(req, StanzaErrorCondition::ItemNotFound);
+        }
+        let user = account.node().map(|n| n.to_string()).unwrap_or_default();
+        let exists = matches!(
+            self.services.backend.credentials(&self.host, &user).await,
+            Ok(Some(_))
+        );
+        let ids = if exists {
+            vec![Identity::new("account", "registered", "")]
+        } else {
+            Vec::new()
+        };
+        let features = vec![ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()];
+        let q = Self::info_query(None, &ids, &features);
+        Some(iq_result(req, Some(q)))
+    }
+
+    async fn items(&self, req: Element) -> Option<Element> {
+        if req.attr("type") != Some("get") {
+            return iq_error(&req, StanzaErrorCondition::NotAllowed);
+        }
+        let Some(q) = Self::query(&req, ns::DISCO_ITEMS) else {
+            return iq_error(&req, StanzaErrorCondition::BadRequest);
+        };
+        if q.attr("node").is_some_and(|n| !n.is_empty()) {
+            return iq_error(&req, StanzaErrorCondition::ItemNotFound);
+        }
+        let mut out = Element::new("query", ns::DISCO_ITEMS);
+        if to_account(&req) {
+            let Some((account, own)) = Self::account_of(&req) else {
+                return iq_error(&req, StanzaErrorCondition::BadRequest);
+            };
+            if !own {
+                return iq_error(&req, StanzaErrorCondition::ServiceUnavailable);
+            }
+            let user = account.node().map(|n| n.to_string()).unwrap_or_default();
+            let mut jids: Vec<String> = self
+                .services
+                .sm
+                .sessions_of(&self.host, &user)
+                .iter()
+                .filter_map(|s| s.full_jid())
+                .map(|j| j.to_string())
+                .collect();
+            jids.sort();
+            for j in jids {
+                out.append_child(
+                    Element::builder("item", ns::DISCO_ITEMS)
+                        .attr("jid", j)
+                        .attr("name", user.clone())
+                        .build(),
+                );
+            }
+        } else {
+            for d in &self.extra_domains {
+                out.append_child(
+                    Element::builder("item", ns::DISCO_ITEMS)
+                        .attr("jid", d.clone())
+                        .build(),
+                );
+            }
+        }
+        Some(iq_result(&req, Some(out)))
+    }
+}
+
+fn extra_domains(opts: &ModuleOptions) -> Vec<String> {
+    opts.get("extra_domains")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Module for Mod {
     fn name(&self) -> &str {
         "mod_disco"
     }
 
-    fn start(&self, ctx: &ModuleContext, _opts: &ModuleOptions) -> Result<ChildSpec, String> {
-        Ok(holder_tree(ctx.module(), Arc::new(|_| Ok(()))))
+    fn default_options(&self) -> ModuleOptions {
+        let mut o = ModuleOptions::new();
+        o.insert("name".into(), json!("beamline"));
+        o.insert("extra_domains".into(), json!([]));
+        o
+    }
+
+    fn validate_options(&self, opts: &ModuleOptions) -> Result<(), String> {
+        if opt_str(opts, "name").is_none() {
+            return Err("`name` must be a string".into());
+        }
+        let Some(list) = opts.get("extra_domains").and_then(Value::as_array) else {
+            return Err("`extra_domains` must be a list of JIDs".into());
+        };
+        for d in list {
+            let Some(s) = d.as_str() else {
+                return Err("`extra_domains` must be a list of JIDs".into());
+            };
+            if jid::parse(s).is_err() {
+                return Err(format!("`extra_domains`: `{s}` is not a JID"));
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&self, ctx: &ModuleContext, opts: &ModuleOptions) -> Result<ChildSpec, String> {
+        let disco = Arc::new(Disco {
+            services: self.services.clone(),
+            host: ctx.host().to_owned(),
+            name: opt_str(opts, "name").unwrap_or("beamline").to_owned(),
+            extra_domains: extra_domains(opts),
+        });
+        let d = disco.clone();
+        self.services.iq_handler(
+            ctx,
+            ns::DISCO_INFO,
+            true,
+            Arc::new(move |req| {
+                let d = d.clone();
+                Box::pin(async move { d.info(req).await })
+            }),
+        );
+        let d = disco.clone();
+        self.services.iq_handler(
+            ctx,
+            ns::DISCO_ITEMS,
+            true,
+            Arc::new(move |req| {
+                let d = d.clone();
+                Box::pin(async move { d.items(req).await })
+            }),
+        );
+        let services = self.services.clone();
+        let host = ctx.host().to_owned();
+        Ok(holder_tree(
+            ctx.module(),
+            Arc::new(move |cell| {
+                let d = disco.clone();
+                services
+                    .hooks
+                    .subscribe_fn(
+                        &C2S_STREAM_FEATURES,
+                        Scope::Host(&host),
+                        50,
+                        Some(cell),
+                        move |_host: String, mut acc: Vec<Element>| {
+                            let d = d.clone();
+                            async move {
+                                acc.push(d.caps_element());
+                                Flow::Continue(acc)
+                            }
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            }),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// XEP-0115 §5.2: the simple generation example.
+    #[test]
+    fn ver_of_the_xep_simple_example() {
+        let ids = [Identity::new("client", "pc", "Exodus 0.9.1")];
+        let features: Vec<String> = [
+            "http://jabber.org/protocol/disco#info",
+            "http://jabber.org/protocol/disco#items",
+            "http://jabber.org/protocol/muc",
+            "http://jabber.org/protocol/caps",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        assert_eq!(caps_ver(&ids, &features), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+    }
+
+    /// Identities sort by category, type, lang, name; features sort too.
+    #[test]
+    fn ver_does_not_depend_on_order() {
+        let a = [
+            Identity::new("server", "im", "x"),
+            Identity::new("pubsub", "pep", ""),
+        ];
+        let b = [a[1].clone(), a[0].clone()];
+        let f1 = vec!["b".to_owned(), "a".to_owned()];
+        let f2 = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(caps_ver(&a, &f1), caps_ver(&b, &f2));
+        assert_ne!(caps_ver(&a, &f1), caps_ver(&a, &f2[..1]));
     }
 }
