@@ -40,7 +40,8 @@ enum Command {
         /// ./data).
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Node name, shown in logs and kept in the session table.
+        /// Node name, shown in logs and kept in the session table (with
+        /// `[cluster]` in the configuration, its `node_name` instead).
         #[arg(long, default_value = "beamline@localhost")]
         name: String,
         /// Most client sessions this node accepts.
@@ -119,11 +120,9 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let config = load_config(config.as_ref())?;
     tracing::info!(origin = config.origin(), hosts = ?config.hosts, "configuration valid");
-    if config.cluster.is_some() {
-        tracing::warn!(
-            "[cluster] is read but not used yet: the XMPP server runs as a single node \
-             (cluster-wide sessions land with the instant-messaging issue)"
-        );
+    if let Some(c) = &config.cluster {
+        // The cluster's node name is the node's name (sessions, logs).
+        tracing::info!(node = %c.node_name, listen = %c.listen, seeds = ?c.seeds, "clustered node");
     }
     let mut options = ServerOptions::default().node_name(name.clone());
     options.max_sessions = max_sessions;

@@ -264,6 +264,21 @@ impl TablesBackend {
             db,
         })
     }
+
+    /// Replicates the four tables through `repl` (a copy of each on this
+    /// node, declared with the same definitions as [`TablesBackend::new`];
+    /// returns once every copy is in sync). Every node of a cluster calls
+    /// it, so that accounts and user data are the same on every node.
+    pub async fn replicate(&self, repl: &crate::replica::Replication) -> Result<(), StorageError> {
+        let def = |name: &str, kind| TableDef::new(name).kind(kind).copy(CopyType::Disc);
+        repl.create_table::<Account>(def("accounts", TableKind::Set))
+            .await?;
+        for name in ["user_maps", "user_queues", "user_docs"] {
+            repl.create_table::<Entry>(def(name, TableKind::OrderedSet))
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 fn jid(host: &str, user: &str) -> String {

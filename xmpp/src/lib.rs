@@ -36,6 +36,7 @@
 pub mod access;
 pub mod c2s;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod hooks;
 pub mod jid;

@@ -382,14 +382,27 @@ impl Router {
         }
     }
 
-    /// Casts `stanza` into the mailbox of session `s` (if it is on this
-    /// node), or cuts the session off if its queue is full.
+    /// Casts `stanza` into the mailbox of session `s` if it is on this
+    /// node, or cuts the session off if its queue is full; a session of
+    /// another node gets it through that node's delivery shard (chosen
+    /// by the recipient, so one sender's stanzas to one recipient keep
+    /// their order across nodes too: see [`crate::cluster`]).
     fn deliver(&self, s: &SessionRecord, stanza: Element) {
         if s.node != self.inner.sm.node() {
-            tracing::debug!(node = %s.node, "session on another node: cluster delivery not built yet");
+            match self.inner.sm.cluster() {
+                Some(c) => c.route_remote(s, &stanza),
+                None => tracing::debug!(node = %s.node, "session on an unknown node: dropped"),
+            }
             return;
         }
-        let Some(local) = self.inner.sm.local(s.sid) else {
+        self.deliver_local(s.sid, stanza);
+    }
+
+    /// Casts `stanza` into the mailbox of local session `sid`, or cuts
+    /// the session off if its queue is full (the same bound for stanzas
+    /// from this node and from others).
+    pub(crate) fn deliver_local(&self, sid: u64, stanza: Element) {
+        let Some(local) = self.inner.sm.local(sid) else {
             return;
         };
         let queued = local.queued.fetch_add(1, Ordering::AcqRel);

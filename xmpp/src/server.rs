@@ -7,6 +7,8 @@
 //! ```text
 //! root (one_for_one)
 //! ├── sm_shard_0 … sm_shard_N      session manager shards
+//! ├── delivery_shard_0 … _K        (cluster) stanzas from other nodes
+//! ├── cluster_service              (cluster) module commands from others
 //! ├── modules                      module manager (per-host modules)
 //! ├── c2s_sessions_0 … _M          dynamic supervisors of session actors
 //! └── listener_<kind>_<addr> …     one acceptor per configured listener
@@ -15,6 +17,9 @@
 //! Listeners are started last, so they are stopped first: a shutdown
 //! stops accepting, then closes every stream with `system-shutdown`,
 //! then the rest, and [`Server::stop`] finally flushes the disc log.
+//!
+//! With `[cluster]`, the node joins the other nodes first and its session
+//! table and backend tables are replicated: see [`crate::cluster`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +43,7 @@ use tokio::net::TcpListener;
 
 use crate::access::{Access, Subject};
 use crate::c2s::{BoxIo, C2sArgs, C2sMsg, C2sSession, IpGuard, ListenerSettings, Peer};
+use crate::cluster::{self, Cluster, LocalModules, ModuleCmd};
 use crate::config::{Config, ListenerConfig, ListenerKind, StartTls, SyncMode};
 use crate::hooks::{Account, REGISTER_USER, REMOVE_USER};
 use crate::modules::{DiscoRegistry, Services, builtin_modules, builtin_names};
@@ -101,7 +107,8 @@ pub enum StorageMode {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerOptions {
-    /// This node's name (in the session table and logs).
+    /// This node's name (in the session table and logs); with
+    /// `[cluster]` the cluster's `node_name` is used instead.
     pub node_name: String,
     /// Disc or memory.
     pub storage: StorageMode,
@@ -113,6 +120,9 @@ pub struct ServerOptions {
     pub sm_shards: usize,
     /// Dynamic supervisors the sessions are spread over.
     pub c2s_supervisors: usize,
+    /// Delivery shards (stanzas from other nodes) when in a cluster; the
+    /// same on every node (a recipient's shard is its hash modulo this).
+    pub delivery_shards: usize,
 }
 
 impl Default for ServerOptions {
@@ -125,6 +135,7 @@ impl Default for ServerOptions {
             max_queue: 10_000,
             sm_shards: (cores * 2).max(4),
             c2s_supervisors: (cores * 2).max(4),
+            delivery_shards: 8,
         }
     }
 }
@@ -441,6 +452,7 @@ struct Inner {
     listeners: Vec<(ListenerKind, SocketAddr)>,
     memory_listener: Arc<ListenerSettings>,
     modules: ModuleManagerRef,
+    cluster: Option<Arc<Cluster>>,
     stopped: tokio::sync::Mutex<bool>,
 }
 
@@ -485,10 +497,43 @@ impl Server {
             }
             StorageMode::InMemory => (Db::in_memory(), None),
         };
-        let backend: Arc<dyn Backend> = Arc::new(
-            TablesBackend::new(db)
-                .map_err(|e| ServerError::Storage(format!("declaring backend tables: {e}")))?,
-        );
+        let tables = TablesBackend::new(db.clone())
+            .map_err(|e| ServerError::Storage(format!("declaring backend tables: {e}")))?;
+        // With [cluster]: join, then replicate the tables (the copies are
+        // loaded from the other nodes before anything is served).
+        let joined = match &config.cluster {
+            Some(c) => Some(
+                cluster::start_node(c, &db)
+                    .await
+                    .map_err(|e| ServerError::Start(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let node_name = config
+            .cluster
+            .as_ref()
+            .map_or_else(|| options.node_name.clone(), |c| c.node_name.clone());
+        let sm = match &joined {
+            Some((node, repl)) => {
+                let r = async {
+                    tables.replicate(repl).await?;
+                    cluster::session_table(repl).await
+                }
+                .await;
+                match r {
+                    Ok(table) => {
+                        SessionManager::with_table(table, node_name.clone(), options.sm_shards)
+                    }
+                    Err(e) => {
+                        node.leave().await;
+                        return Err(ServerError::Storage(format!("replicating the tables: {e}")));
+                    }
+                }
+            }
+            None => SessionManager::new(&Db::in_memory(), node_name.clone(), options.sm_shards)
+                .map_err(|e| ServerError::Storage(e.to_string()))?,
+        };
+        let backend: Arc<dyn Backend> = Arc::new(tables);
         let certs = ServerCertificates::from_config(&config)
             .map_err(|e| ServerError::Tls(e.to_string()))?;
         let secret = sasl_secret(durable.as_ref().map(|_| data_dir.as_path()));
@@ -504,12 +549,6 @@ impl Server {
             })
             .collect();
         let hooks = Hooks::new();
-        let sm = SessionManager::new(
-            &Db::in_memory(),
-            options.node_name.clone(),
-            options.sm_shards,
-        )
-        .map_err(|e| ServerError::Storage(e.to_string()))?;
         let router = Router::new(
             config.hosts.iter().cloned(),
             sm.clone(),
@@ -528,11 +567,29 @@ impl Server {
         };
         let known = builtin_names(&services);
         let known: Vec<&str> = known.iter().map(String::as_str).collect();
-        config
-            .check_modules(&known)
-            .map_err(|e| ServerError::Start(e.to_string()))?;
+        if let Err(e) = config.check_modules(&known) {
+            if let Some((node, _)) = &joined {
+                node.leave().await;
+            }
+            return Err(ServerError::Start(e.to_string()));
+        }
+        let (cluster, cluster_specs) = match joined {
+            Some((node, repl)) => {
+                let (c, specs) = Cluster::new(
+                    node,
+                    repl,
+                    options.delivery_shards,
+                    &sm,
+                    &router,
+                    &hooks,
+                    config.hosts.clone(),
+                );
+                (Some(Arc::new(c)), specs)
+            }
+            None => (None, Vec::new()),
+        };
         let ctx = Arc::new(ServerCtx {
-            node: options.node_name.clone(),
+            node: node_name.clone(),
             config: config.clone(),
             hooks,
             sm: sm.clone(),
@@ -548,6 +605,7 @@ impl Server {
         });
 
         let mut children = sm.shard_specs();
+        children.extend(cluster_specs);
         children.push(ModuleManager::child_spec(
             "modules",
             builtin_modules(&services),
@@ -571,29 +629,53 @@ impl Server {
             .intensity(10, Duration::from_secs(10));
         // Unnamed: ractor names are process-wide, and an application or a
         // test may run several servers in one process.
-        let (root, _join) = Supervisor::start(None, spec)
-            .await
-            .map_err(|e| ServerError::Start(format!("starting the supervision tree: {e}")))?;
+        let (root, _join) = match Supervisor::start(None, spec).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(c) = &cluster {
+                    c.leave().await;
+                }
+                return Err(ServerError::Start(format!(
+                    "starting the supervision tree: {e}"
+                )));
+            }
+        };
+        // From here on, a failed start stops the tree and leaves the
+        // cluster.
+        let abort = |root: SupervisorRef, cluster: Option<Arc<Cluster>>| async move {
+            let _ = root.shutdown(Some(Duration::from_secs(5))).await;
+            if let Some(c) = cluster {
+                c.leave().await;
+            }
+        };
         let mut handles = Vec::new();
         for id in &sup_ids {
-            handles.push(
-                root.child(id)
-                    .await
-                    .map_err(|e| ServerError::Start(e.to_string()))?,
-            );
+            match root.child(id).await {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    abort(root, cluster).await;
+                    return Err(ServerError::Start(e.to_string()));
+                }
+            }
         }
         *ctx.sessions.lock() = handles;
         let modules = match root.child("modules").await.map(|h| h.actor_ref()) {
             Ok(Some(m)) => ModuleManagerRef::from_ref(m),
             _ => {
-                let _ = root.shutdown(Some(Duration::from_secs(5))).await;
+                abort(root, cluster).await;
                 return Err(ServerError::Start(
                     "the module manager did not start".into(),
                 ));
             }
         };
+        if let Some(c) = &cluster {
+            c.set_modules(LocalModules {
+                manager: modules.clone(),
+                hosts: config.hosts.clone(),
+            });
+        }
         if let Err(e) = start_configured_modules(&config, &services, &modules).await {
-            let _ = root.shutdown(Some(Duration::from_secs(5))).await;
+            abort(root, cluster).await;
             return Err(e);
         }
 
@@ -616,7 +698,7 @@ impl Server {
                 .start_child(ChildSpec::from_actor(id, Listener, args))
                 .await
             {
-                let _ = root.shutdown(Some(Duration::from_secs(5))).await;
+                abort(root, cluster).await;
                 return Err(ServerError::Start(format!("{e}")));
             }
             if let Some(addr) = *bound.lock() {
@@ -629,8 +711,14 @@ impl Server {
             1,
         );
         memory.starttls = Some(StartTls::Optional);
-        let memory_listener = Arc::new(listener_settings(&config, &memory, Some(&certs))?);
-        tracing::info!(node = %options.node_name, hosts = ?config.hosts, "server started");
+        let memory_listener = match listener_settings(&config, &memory, Some(&certs)) {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                abort(root, cluster).await;
+                return Err(e);
+            }
+        };
+        tracing::info!(node = %node_name, hosts = ?config.hosts, "server started");
         Ok(Server {
             inner: Arc::new(Inner {
                 ctx,
@@ -639,6 +727,7 @@ impl Server {
                 listeners,
                 memory_listener,
                 modules,
+                cluster,
                 stopped: tokio::sync::Mutex::new(false),
             }),
         })
@@ -675,51 +764,93 @@ impl Server {
     }
 
     /// Starts module `name` on `host` (every configured host when `None`)
-    /// with `options` merged over its defaults.
+    /// with `options` merged over its defaults; in a cluster, on every
+    /// node.
     pub async fn start_module(
         &self,
         host: Option<&str>,
         name: &str,
         options: ModuleOptions,
     ) -> Result<(), ServerError> {
-        for host in self.module_hosts(host)? {
+        for h in self.module_hosts(host)? {
             self.inner
                 .modules
-                .start_module(&host, name, options.clone())
+                .start_module(&h, name, options.clone())
                 .await
                 .map_err(|e| ServerError::Start(e.to_string()))?;
         }
-        Ok(())
+        self.module_everywhere(ModuleCmd::Start {
+            host: host.map(str::to_owned),
+            name: name.to_owned(),
+            options: cluster::options_json(&options),
+        })
+        .await
     }
 
     /// Stops module `name` on `host` (every host when `None`): its hooks,
-    /// IQ handlers and disco features go with it.
+    /// IQ handlers and disco features go with it; in a cluster, on every
+    /// node.
     pub async fn stop_module(&self, host: Option<&str>, name: &str) -> Result<(), ServerError> {
-        for host in self.module_hosts(host)? {
+        for h in self.module_hosts(host)? {
             self.inner
                 .modules
-                .stop_module(&host, name)
+                .stop_module(&h, name)
                 .await
                 .map_err(|e| ServerError::Start(e.to_string()))?;
         }
-        Ok(())
+        self.module_everywhere(ModuleCmd::Stop {
+            host: host.map(str::to_owned),
+            name: name.to_owned(),
+        })
+        .await
     }
 
-    /// Gives module `name` on `host` (every host when `None`) new options.
+    /// Gives module `name` on `host` (every host when `None`) new options;
+    /// in a cluster, on every node.
     pub async fn reload_module(
         &self,
         host: Option<&str>,
         name: &str,
         options: ModuleOptions,
     ) -> Result<(), ServerError> {
-        for host in self.module_hosts(host)? {
+        for h in self.module_hosts(host)? {
             self.inner
                 .modules
-                .reload_module(&host, name, options.clone())
+                .reload_module(&h, name, options.clone())
                 .await
                 .map_err(|e| ServerError::Start(e.to_string()))?;
         }
-        Ok(())
+        self.module_everywhere(ModuleCmd::Reload {
+            host: host.map(str::to_owned),
+            name: name.to_owned(),
+            options: cluster::options_json(&options),
+        })
+        .await
+    }
+
+    /// Sends a module command (applied here already) to every other node
+    /// of the cluster; fails naming the nodes where it failed.
+    async fn module_everywhere(&self, cmd: ModuleCmd) -> Result<(), ServerError> {
+        let Some(c) = &self.inner.cluster else {
+            return Ok(());
+        };
+        let errors = c.link().module_everywhere(&cmd).await;
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = errors
+            .into_iter()
+            .map(|(node, e)| format!("{node}: {e}"))
+            .collect();
+        Err(ServerError::Start(format!(
+            "applied on this node, failed on {}",
+            list.join("; ")
+        )))
+    }
+
+    /// The cluster this node is part of (`[cluster]`), if any.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.as_deref()
     }
 
     /// The modules running on `host`, in start order, with their options.
@@ -946,6 +1077,20 @@ impl Server {
                 n += 1;
             }
         }
+        // Sessions of the other nodes: through their delivery shards.
+        if let (Some(c), Some(user)) = (&self.inner.cluster, target.node()) {
+            let sm = &self.inner.ctx.sm;
+            for r in sm.sessions_of(target.domain().as_str(), user.as_str()) {
+                let hit = r.node != sm.node()
+                    && target
+                        .resource()
+                        .is_none_or(|res| res.as_str() == r.resource);
+                if hit {
+                    c.link().kick_remote(&r, false, reason);
+                    n += 1;
+                }
+            }
+        }
         Ok(n)
     }
 
@@ -990,16 +1135,23 @@ impl Server {
         out
     }
 
-    /// One line: node, state, version, hosts.
+    /// One line: node, state, version, hosts (and, in a cluster, the
+    /// other nodes up).
     pub fn status(&self) -> String {
         let ctx = &self.inner.ctx;
-        format!(
+        let mut line = format!(
             "node {} is started; beamline {}; hosts: {}; {} session(s)",
             ctx.node,
             env!("CARGO_PKG_VERSION"),
             ctx.config.hosts.join(", "),
             ctx.sm.local_count()
-        )
+        );
+        if let Some(c) = &self.inner.cluster {
+            let mut peers = c.node().members();
+            peers.sort();
+            line.push_str(&format!("; cluster peers up: [{}]", peers.join(", ")));
+        }
+        line
     }
 
     /// Stops the server: listeners first, then every session (closed with
@@ -1017,6 +1169,9 @@ impl Server {
             .shutdown(Some(timeout))
             .await
             .map_err(|e| ServerError::Start(format!("shutting down: {e}")));
+        if let Some(c) = &self.inner.cluster {
+            c.leave().await;
+        }
         if let Some(d) = &self.inner.durable {
             d.sync()
                 .await

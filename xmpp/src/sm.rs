@@ -1,10 +1,13 @@
 //! The session manager (ejabberd's `ejabberd_sm`): which full JIDs are
 //! online, on which node, with which presence priority.
 //!
-//! - The session table is a node-owned bag table of the storage crate,
-//!   keyed by `(host, user)`: one [`SessionRecord`] per bound resource.
-//!   Reads ([`SessionManager::sessions_of`]) go straight to the local copy,
-//!   with no actor hop: that is what the router does for every stanza.
+//! - The session table is a node-owned ordered table of the storage crate,
+//!   keyed by `(host, user, node, sid)`: one [`SessionRecord`] per bound
+//!   resource, and every key belongs to the node that holds the session
+//!   (so that replication can purge a lost node's rows by key, see
+//!   [`crate::cluster`]). Reads ([`SessionManager::sessions_of`], one range
+//!   scan of the user's keys) go straight to the local copy, with no actor
+//!   hop: that is what the router does for every stanza.
 //! - Writes go through shard actors ([`SmShard`]): the user's bare JID
 //!   picks the shard, which is the single writer of that user's records,
 //!   so that "a second session on the same full JID replaces the first"
@@ -16,8 +19,9 @@
 //!   casts to the actor found there.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use beamline_storage::{CopyType, Db, Record, StorageError, Table, TableDef, TableKind};
@@ -28,6 +32,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
 use crate::c2s::C2sMsg;
+use crate::cluster::ClusterLink;
 use crate::jid::FullJid;
 use crate::stream_error::StreamErrorCondition;
 
@@ -60,9 +65,15 @@ pub struct SessionRecord {
 }
 
 impl Record for SessionRecord {
-    type Key = (String, String);
+    /// `(host, user, node, sid)`: unique per session, owned by its node.
+    type Key = (String, String, String, u64);
     fn key(&self) -> Self::Key {
-        (self.host.clone(), self.user.clone())
+        (
+            self.host.clone(),
+            self.user.clone(),
+            self.node.clone(),
+            self.sid,
+        )
     }
 }
 
@@ -145,11 +156,13 @@ impl ractor::Message for ShardMsg {}
 
 struct SmInner {
     node: String,
-    db: Db,
     table: Table<SessionRecord>,
     local: DashMap<u64, LocalSession>,
     shards: RwLock<Vec<Option<ActorRef<ShardMsg>>>>,
     next_sid: AtomicU64,
+    /// Set when the node runs in a cluster: how sessions of other nodes
+    /// are reached.
+    cluster: OnceLock<ClusterLink>,
 }
 
 /// The session manager: cheap to clone, shared by the c2s sessions, the
@@ -175,25 +188,69 @@ fn now_ms() -> u64 {
 }
 
 impl SessionManager {
+    /// The session table's definition (RAM only, node-owned, ordered by
+    /// `(host, user, node, sid)`).
+    pub fn table_def() -> TableDef {
+        TableDef::new(SESSION_TABLE)
+            .kind(TableKind::OrderedSet)
+            .copy(CopyType::Ram)
+            .node_owned()
+    }
+
     /// A session manager of node `node` with `shards` shards, its table
     /// declared in `db` (RAM only, node-owned).
     pub fn new(db: &Db, node: impl Into<String>, shards: usize) -> Result<Self, StorageError> {
-        let table = db.create_table(
-            TableDef::new(SESSION_TABLE)
-                .kind(TableKind::Bag)
-                .copy(CopyType::Ram)
-                .node_owned(),
-        )?;
-        Ok(SessionManager {
+        let table = db.create_table(Self::table_def())?;
+        Ok(Self::with_table(table, node, shards))
+    }
+
+    /// A session manager on a session table declared already (a
+    /// replicated one: [`crate::cluster`]).
+    pub fn with_table(table: Table<SessionRecord>, node: impl Into<String>, shards: usize) -> Self {
+        SessionManager {
             inner: Arc::new(SmInner {
                 node: node.into(),
-                db: db.clone(),
                 table,
                 local: DashMap::new(),
                 shards: RwLock::new(vec![None; shards.max(1)]),
                 next_sid: AtomicU64::new(1),
+                cluster: OnceLock::new(),
             }),
-        })
+        }
+    }
+
+    /// Connects the session manager to the cluster (once).
+    pub(crate) fn set_cluster(&self, link: ClusterLink) {
+        let _ = self.inner.cluster.set(link);
+    }
+
+    /// How sessions of other nodes are reached; `None` on a single node.
+    pub(crate) fn cluster(&self) -> Option<&ClusterLink> {
+        self.inner.cluster.get()
+    }
+
+    /// The session table (its local copy).
+    pub fn table(&self) -> &Table<SessionRecord> {
+        &self.inner.table
+    }
+
+    /// Closes local session `sid` with a stream error (replaced by a
+    /// session elsewhere, kicked): gone from the local map at once, its
+    /// record removed by the session when it ends. Returns whether it
+    /// was here.
+    pub(crate) fn kick_local(
+        &self,
+        sid: u64,
+        condition: StreamErrorCondition,
+        text: Option<String>,
+    ) -> bool {
+        match self.inner.local.remove(&sid) {
+            Some((_, s)) => {
+                let _ = s.actor.cast(C2sMsg::Kick { condition, text });
+                true
+            }
+            None => false,
+        }
     }
 
     /// The child specs of the shards, for the node's supervisor.
@@ -310,7 +367,7 @@ impl SessionManager {
     /// The sessions of `user@host`, on every node, read from the local
     /// table copy.
     pub fn sessions_of(&self, host: &str, user: &str) -> Vec<SessionRecord> {
-        self.inner.table.read(&(host.to_owned(), user.to_owned()))
+        user_sessions(&self.inner.table, host, user)
     }
 
     /// The local session with id `sid`.
@@ -347,6 +404,17 @@ impl SessionManager {
     }
 }
 
+/// Every session of `user@host` in `table` (one range scan: user names
+/// never hold `\0`, so `user\0` sorts after all of the user's keys and
+/// before any other user's).
+fn user_sessions(table: &Table<SessionRecord>, host: &str, user: &str) -> Vec<SessionRecord> {
+    let lo = (host.to_owned(), user.to_owned(), String::new(), 0);
+    let hi = (host.to_owned(), format!("{user}\u{0}"), String::new(), 0);
+    table
+        .range((Bound::Included(lo), Bound::Excluded(hi)))
+        .unwrap_or_default()
+}
+
 /// A shard of the session manager: the single writer of its users'
 /// session records.
 #[derive(Debug, Clone, Copy)]
@@ -367,13 +435,12 @@ impl SmShard {
         max_sessions: usize,
     ) -> Result<(), StorageError> {
         let inner = &sm.inner;
-        let mut existing = inner.table.read(&record.key());
+        let mut existing = user_sessions(&inner.table, &record.host, &record.user);
         // Same resource: the new session replaces the old one.
         let mut kept = Vec::with_capacity(existing.len());
         for old in existing.drain(..) {
             if old.resource == record.resource {
-                Self::close(sm, &old, "Replaced by new connection");
-                inner.table.dirty_delete_object(old).await?;
+                Self::close(sm, old, "Replaced by new connection").await?;
             } else {
                 kept.push(old);
             }
@@ -384,8 +451,7 @@ impl SmShard {
         let max = max_sessions.max(1);
         let excess = (kept.len() + 1).saturating_sub(max);
         for old in kept.into_iter().take(excess) {
-            Self::close(sm, &old, "Too many sessions: replaced by a new one");
-            inner.table.dirty_delete_object(old).await?;
+            Self::close(sm, old, "Too many sessions: replaced by a new one").await?;
         }
         inner.local.insert(record.sid, local);
         let sid = record.sid;
@@ -396,18 +462,31 @@ impl SmShard {
         Ok(())
     }
 
-    fn close(sm: &SessionManager, old: &SessionRecord, text: &str) {
+    /// Closes a replaced session with `conflict`: a local one here (and
+    /// its record goes at once), one of another node through that node's
+    /// delivery shard (its node removes the record when the session
+    /// ends; the row is that node's).
+    async fn close(
+        sm: &SessionManager,
+        old: SessionRecord,
+        text: &str,
+    ) -> Result<(), StorageError> {
         if old.node != sm.inner.node {
-            // Sessions of other nodes are closed by their node (cluster
-            // delivery lands with the instant-messaging issue).
-            return;
+            match sm.cluster() {
+                Some(c) => c.kick_remote(&old, true, text),
+                None => {
+                    // A row of a node this one cannot reach: stale.
+                    sm.inner.table.dirty_delete_object(old).await?;
+                }
+            }
+            return Ok(());
         }
-        if let Some((_, s)) = sm.inner.local.remove(&old.sid) {
-            let _ = s.actor.cast(C2sMsg::Kick {
-                condition: StreamErrorCondition::Conflict,
-                text: Some(text.to_owned()),
-            });
-        }
+        sm.kick_local(
+            old.sid,
+            StreamErrorCondition::Conflict,
+            Some(text.to_owned()),
+        );
+        sm.inner.table.dirty_delete_object(old).await
     }
 
     async fn find(
@@ -418,9 +497,9 @@ impl SmShard {
     ) -> Option<SessionRecord> {
         sm.inner
             .table
-            .read(&(host, user))
+            .read(&(host, user, sm.inner.node.clone(), sid))
             .into_iter()
-            .find(|r| r.sid == sid && r.node == sm.inner.node)
+            .next()
     }
 }
 
@@ -496,21 +575,15 @@ impl Actor for SmShard {
             } => {
                 if let Some(old) = Self::find(sm, host, user, sid).await {
                     if old.priority != priority || old.presence != presence {
+                        // One write replaces the record (one key per
+                        // session): a reader never sees the user without
+                        // this session in between.
                         let new = SessionRecord {
                             priority,
                             presence,
-                            ..old.clone()
+                            ..old
                         };
-                        // One transaction: a reader never sees the user
-                        // without this session in between.
-                        let table = sm.inner.table.clone();
-                        sm.inner
-                            .db
-                            .transaction(|tx| {
-                                tx.delete_object(&table, old.clone())?;
-                                tx.write(&table, new.clone())
-                            })
-                            .await?;
+                        sm.inner.table.dirty_write(new).await?;
                     }
                 }
                 if let Some(reply) = reply {
