@@ -123,6 +123,40 @@ pub trait AdminApi: Send + Sync + 'static {
     fn stats<'a>(&'a self) -> BoxFuture<'a, Result<Vec<(String, u64)>, AdminError>>;
     /// One line of status text: node name, "started", version, hosts.
     fn status<'a>(&'a self) -> BoxFuture<'a, Result<String, AdminError>>;
+    /// Starts module `name` on `host` (every host when `None`) with
+    /// `options`, a JSON object merged over the module's defaults.
+    fn start_module<'a>(
+        &'a self,
+        _host: Option<&'a str>,
+        _name: &'a str,
+        _options: &'a serde_json::Map<String, Value>,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async { Err(AdminError::Failed("modules are not managed here".into())) })
+    }
+    /// Stops module `name` on `host` (every host when `None`).
+    fn stop_module<'a>(
+        &'a self,
+        _host: Option<&'a str>,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async { Err(AdminError::Failed("modules are not managed here".into())) })
+    }
+    /// Gives module `name` on `host` (every host when `None`) new options.
+    fn reload_module<'a>(
+        &'a self,
+        _host: Option<&'a str>,
+        _name: &'a str,
+        _options: &'a serde_json::Map<String, Value>,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async { Err(AdminError::Failed("modules are not managed here".into())) })
+    }
+    /// The modules running on `host`, with their options as JSON text.
+    fn modules<'a>(
+        &'a self,
+        _host: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, AdminError>> {
+        Box::pin(async { Err(AdminError::Failed("modules are not managed here".into())) })
+    }
 }
 
 /// Why an admin command failed on the node. Its message is what `ctl`
@@ -176,6 +210,23 @@ enum Request {
     },
     Stats,
     Status,
+    StartModule {
+        host: Option<String>,
+        name: String,
+        options: serde_json::Map<String, Value>,
+    },
+    StopModule {
+        host: Option<String>,
+        name: String,
+    },
+    ReloadModule {
+        host: Option<String>,
+        name: String,
+        options: serde_json::Map<String, Value>,
+    },
+    Modules {
+        host: String,
+    },
 }
 
 impl Request {
@@ -190,6 +241,10 @@ impl Request {
             Request::Kick { .. } => "kick",
             Request::Stats => "stats",
             Request::Status => "status",
+            Request::StartModule { .. } => "start_module",
+            Request::StopModule { .. } => "stop_module",
+            Request::ReloadModule { .. } => "reload_module",
+            Request::Modules { .. } => "modules",
         }
     }
 }
@@ -221,6 +276,27 @@ async fn dispatch(api: &dyn AdminApi, request: &Request) -> Result<Value, AdminE
         Request::Kick { jid, reason } => json!(api.kick(jid, reason).await?),
         Request::Stats => json!(api.stats().await?),
         Request::Status => json!(api.status().await?),
+        Request::StartModule {
+            host,
+            name,
+            options,
+        } => {
+            api.start_module(host.as_deref(), name, options).await?;
+            Value::Null
+        }
+        Request::StopModule { host, name } => {
+            api.stop_module(host.as_deref(), name).await?;
+            Value::Null
+        }
+        Request::ReloadModule {
+            host,
+            name,
+            options,
+        } => {
+            api.reload_module(host.as_deref(), name, options).await?;
+            Value::Null
+        }
+        Request::Modules { host } => json!(api.modules(host).await?),
     })
 }
 
@@ -671,6 +747,42 @@ pub enum CtlCommand {
     Stats,
     /// Print the node's status line.
     Status,
+    /// Start a module at runtime (on every host unless --host).
+    StartModule {
+        /// Module name, e.g. `mod_version`.
+        name: String,
+        /// One virtual host only.
+        #[arg(long)]
+        host: Option<String>,
+        /// Options as a JSON object, merged over the module's defaults.
+        #[arg(long, default_value = "{}")]
+        options: String,
+    },
+    /// Stop a module at runtime (on every host unless --host): its hooks,
+    /// IQ handlers and disco features go with it.
+    StopModule {
+        /// Module name.
+        name: String,
+        /// One virtual host only.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Give a running module new options (on every host unless --host).
+    ReloadModule {
+        /// Module name.
+        name: String,
+        /// One virtual host only.
+        #[arg(long)]
+        host: Option<String>,
+        /// Options as a JSON object, merged over the module's defaults.
+        #[arg(long, default_value = "{}")]
+        options: String,
+    },
+    /// List the modules running on a host, with their options.
+    Modules {
+        /// The virtual host.
+        host: String,
+    },
 }
 
 /// Passwords are shown as `***`.
@@ -702,6 +814,22 @@ impl fmt::Debug for CtlCommand {
                 .finish(),
             CtlCommand::Stats => f.write_str("Stats"),
             CtlCommand::Status => f.write_str("Status"),
+            CtlCommand::StartModule { name, host, .. } => f
+                .debug_struct("StartModule")
+                .field("name", name)
+                .field("host", host)
+                .finish_non_exhaustive(),
+            CtlCommand::StopModule { name, host } => f
+                .debug_struct("StopModule")
+                .field("name", name)
+                .field("host", host)
+                .finish(),
+            CtlCommand::ReloadModule { name, host, .. } => f
+                .debug_struct("ReloadModule")
+                .field("name", name)
+                .field("host", host)
+                .finish_non_exhaustive(),
+            CtlCommand::Modules { host } => f.debug_struct("Modules").field("host", host).finish(),
         }
     }
 }
@@ -796,11 +924,42 @@ pub async fn run_ctl(socket_path: &Path, cmd: CtlCommand) -> Result<String, CtlE
         CtlCommand::Kick { jid, reason } => Request::Kick { jid, reason },
         CtlCommand::Stats => Request::Stats,
         CtlCommand::Status => Request::Status,
+        CtlCommand::StartModule {
+            name,
+            host,
+            options,
+        } => Request::StartModule {
+            host,
+            name,
+            options: parse_options(&options)?,
+        },
+        CtlCommand::StopModule { name, host } => Request::StopModule { host, name },
+        CtlCommand::ReloadModule {
+            name,
+            host,
+            options,
+        } => Request::ReloadModule {
+            host,
+            name,
+            options: parse_options(&options)?,
+        },
+        CtlCommand::Modules { host } => Request::Modules { host },
     };
     let value = tokio::time::timeout(CTL_TIMEOUT, call(socket_path, &request))
         .await
         .map_err(|_| CtlError::Timeout)??;
     format_answer(&request, value)
+}
+
+/// A module's options given on the command line: a JSON object.
+fn parse_options(text: &str) -> Result<serde_json::Map<String, Value>, CtlError> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(CtlError::Protocol(
+            "--options must be a JSON object, e.g. '{\"send_pings\": true}'".into(),
+        )),
+        Err(e) => Err(CtlError::Protocol(format!("--options is not JSON: {e}"))),
+    }
 }
 
 /// Sends one request and returns the `ok` value.
@@ -887,6 +1046,33 @@ fn format_answer(request: &Request, value: Value) -> Result<String, CtlError> {
             Value::String(s) => s,
             other => return Err(unexpected(&other)),
         },
+        Request::StartModule { host, name, .. } => {
+            format!(
+                "Module {name} started on {}",
+                host.as_deref().unwrap_or("every host")
+            )
+        }
+        Request::StopModule { host, name } => {
+            format!(
+                "Module {name} stopped on {}",
+                host.as_deref().unwrap_or("every host")
+            )
+        }
+        Request::ReloadModule { host, name, .. } => {
+            format!(
+                "Module {name} reloaded on {}",
+                host.as_deref().unwrap_or("every host")
+            )
+        }
+        Request::Modules { .. } => {
+            let modules: Vec<(String, String)> =
+                serde_json::from_value(value.clone()).map_err(|_| unexpected(&value))?;
+            modules
+                .iter()
+                .map(|(name, options)| format!("{name} {options}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
     })
 }
 

@@ -69,6 +69,66 @@ impl AdminApi for Server {
     fn status<'a>(&'a self) -> BoxFuture<'a, Result<String, AdminError>> {
         Box::pin(async move { Ok(Server::status(self)) })
     }
+
+    fn start_module<'a>(
+        &'a self,
+        host: Option<&'a str>,
+        name: &'a str,
+        options: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async move {
+            Server::start_module(self, host, name, options.clone())
+                .await
+                .map_err(server_error)
+        })
+    }
+
+    fn stop_module<'a>(
+        &'a self,
+        host: Option<&'a str>,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async move {
+            Server::stop_module(self, host, name)
+                .await
+                .map_err(server_error)
+        })
+    }
+
+    fn reload_module<'a>(
+        &'a self,
+        host: Option<&'a str>,
+        name: &'a str,
+        options: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async move {
+            Server::reload_module(self, host, name, options.clone())
+                .await
+                .map_err(server_error)
+        })
+    }
+
+    fn modules<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, AdminError>> {
+        Box::pin(async move {
+            let running = Server::running_modules(self, host)
+                .await
+                .map_err(server_error)?;
+            Ok(running
+                .into_iter()
+                .map(|(name, opts)| (name, serde_json::Value::Object(opts).to_string()))
+                .collect())
+        })
+    }
+}
+
+fn server_error(e: ServerError) -> AdminError {
+    match e {
+        ServerError::Account(a) => a.into(),
+        other => AdminError::Failed(other.to_string()),
+    }
 }
 
 /// A running node: the server and, with disc storage, its admin socket

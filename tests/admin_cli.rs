@@ -185,6 +185,46 @@ fn ctl_administers_a_running_node() {
         .expect("run beamline ctl");
     assert_eq!(ok(by_dir), status);
 
+    // Modules at runtime: the defaults run; stop one, start it with
+    // options, reload it, and unknown names are refused.
+    let modules = ok(ctl(&config, &["modules", "localhost"]));
+    assert!(modules.contains("mod_version"), "{modules}");
+    ok(ctl(&config, &["stop-module", "mod_version"]));
+    let modules = ok(ctl(&config, &["modules", "localhost"]));
+    assert!(!modules.contains("mod_version"), "{modules}");
+    ok(ctl(
+        &config,
+        &[
+            "start-module",
+            "mod_version",
+            "--host",
+            "localhost",
+            "--options",
+            r#"{"show_os": true}"#,
+        ],
+    ));
+    let modules = ok(ctl(&config, &["modules", "localhost"]));
+    assert!(
+        modules.contains(r#"mod_version {"show_os":true}"#),
+        "{modules}"
+    );
+    ok(ctl(
+        &config,
+        &[
+            "reload-module",
+            "mod_version",
+            "--options",
+            r#"{"show_os": false}"#,
+        ],
+    ));
+    let err = fails(ctl(&config, &["start-module", "mod_nonesuch"]));
+    assert!(err.contains("mod_nonesuch"), "{err}");
+    let err = fails(ctl(
+        &config,
+        &["start-module", "mod_time", "--options", "[1]"],
+    ));
+    assert!(err.contains("JSON object"), "{err}");
+
     let out = ok(ctl(&config, &["unregister", "alice", "localhost"]));
     assert!(out.contains("alice@localhost"), "{out}");
     let err = fails(ctl(
