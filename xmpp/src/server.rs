@@ -406,6 +406,7 @@ fn listener_settings(
         auth_timeout: l.auth_timeout(),
         tls,
         shaper,
+        access: l.access.clone(),
     })
 }
 

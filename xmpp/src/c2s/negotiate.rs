@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::{BoxIo, C2sMsg, Peer, ReadEnd, Shaper, next_event};
+use crate::access::Subject;
 use crate::config::{ListenerKind, StartTls};
 use crate::hooks::{
     AuthResult, C2S_AUTH_RESULT, C2S_PRE_AUTH_FEATURES, C2S_STREAM_FEATURES,
@@ -44,6 +45,9 @@ pub(crate) struct ListenerSettings {
     pub tls: Option<TlsAcceptor>,
     /// Incoming bytes per second and burst.
     pub shaper: Option<(u32, u32)>,
+    /// The listener's access rule: checked on the address before the
+    /// stream starts, and on the account after authentication.
+    pub access: Option<String>,
 }
 
 /// The connection while the I/O task owns all of it.
@@ -346,6 +350,7 @@ fn payload(el: &Element) -> Result<Vec<u8>, SaslError> {
 /// failure was reported to the client.
 async fn authenticate(
     ctx: &ServerCtx,
+    lst: &ListenerSettings,
     conn: &mut Conn,
     peer: &Peer,
     host: &str,
@@ -426,6 +431,22 @@ async fn authenticate(
         }
     }
     .await;
+    // The listener's access rule, now that the account is known (as
+    // ejabberd's c2s `access`): a denied account fails authentication.
+    let result = match result {
+        Ok((user, _))
+            if !ctx.services.access.allow_or_default(
+                lst.access.as_deref(),
+                &Subject::user(&user, host).with_ip(peer.addr.map(|a| a.ip())),
+            ) =>
+        {
+            Err(SaslError::new(
+                SaslCondition::NotAuthorized,
+                "access denied by service policy",
+            ))
+        }
+        other => other,
+    };
     match result {
         Ok((user, data)) => {
             conn.send(&sasl_el("success", data.as_deref())).await?;
@@ -532,7 +553,7 @@ async fn negotiate(
                         "STARTTLS is required before authentication",
                     ));
                 }
-                match authenticate(ctx, conn, peer, &host, &el).await? {
+                match authenticate(ctx, lst, conn, peer, &host, &el).await? {
                     Some(user) => {
                         conn.dec.reset_keep_input();
                         conn.dec.set_authenticated(true);
