@@ -25,8 +25,10 @@ use crate::stream_error::{StreamError, StreamErrorCondition};
 use crate::xml::Element;
 use beamline_runtime::hooks::Scope;
 
-/// How long a write may take before the connection is given up.
-pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write may take before the connection is given up (as
+/// ejabberd's `send_timeout`, 15 s): a client that stops reading holds its
+/// session actor no longer than this, then is cut off.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// SASL failures tolerated on one connection before it is closed.
 const MAX_AUTH_FAILURES: u32 = 3;
