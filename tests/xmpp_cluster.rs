@@ -1,0 +1,435 @@
+//! The XMPP server on a cluster of three `beamline serve` processes, as
+//! users see it: accounts registered on one node log in on any; users on
+//! different nodes chat in both directions with every message in order;
+//! when a node is killed (-9) the others go on, its sessions leave their
+//! tables, and its users log in again elsewhere at once; a restarted node
+//! rejoins by itself; a session replaced from another node is closed with
+//! `conflict`; modules started and stopped at runtime follow on every node.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use beamline::xmpp::Element;
+use beamline::xmpp::client::{Client, ClientConfig, TlsMode, TrustMode};
+use beamline::xmpp::jid::parse_bare;
+use beamline::xmpp::ns;
+use support::free_port;
+
+fn beamline() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_beamline"))
+}
+
+/// One `beamline serve` process, killed (by PID) on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node of the test cluster: its config file, ports and process.
+struct TestNode {
+    name: String,
+    config: PathBuf,
+    c2s: u16,
+    proc: Option<Proc>,
+}
+
+impl TestNode {
+    fn start(&mut self) {
+        let log = std::fs::File::create(format!(
+            "{}/xmpp-cluster-{}-{}.log",
+            env!("CARGO_TARGET_TMPDIR"),
+            self.name,
+            self.c2s
+        ))
+        .unwrap();
+        let child = beamline()
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn beamline serve");
+        self.proc = Some(Proc(child));
+    }
+
+    fn kill9(&mut self) {
+        // Drop kills with SIGKILL and reaps.
+        self.proc = None;
+    }
+
+    async fn ctl(&self, args: &[&str]) -> Output {
+        let config = self.config.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut child = beamline()
+                .arg("ctl")
+                .arg("--config")
+                .arg(&config)
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run beamline ctl");
+            let _ = child.stdin.take().unwrap().write_all(b"");
+            child.wait_with_output().expect("wait for ctl")
+        })
+        .await
+        .unwrap()
+    }
+
+    /// `ctl ARGS` that must succeed; its output.
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args).await;
+        assert!(
+            out.status.success(),
+            "{}: ctl {args:?}: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The `cluster_sessions` counter (sessions in this node's table), or
+    /// `None` when the node does not answer.
+    async fn cluster_sessions(&self) -> Option<u64> {
+        let out = self.ctl(&["stats"]).await;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_sessions "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    fn login(&self, user: &str, resource: &str) -> ClientConfig {
+        ClientConfig::new(
+            parse_bare(&format!("{user}@localhost")).unwrap(),
+            "secret",
+            ([127, 0, 0, 1], self.c2s).into(),
+        )
+        .with_resource(resource)
+        .with_tls(TlsMode::StartTls)
+        .with_trust(TrustMode::AcceptAnyForTests)
+    }
+}
+
+/// Polls `f` every 100 ms until it holds; panics after `timeout`.
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Three node configs under `dir` (n2 and n3 join through n1), started,
+/// each seeing the two others.
+async fn three_nodes(dir: &Path, prefix: &str) -> Vec<TestNode> {
+    let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let name = format!("{prefix}{}", i + 1);
+        let c2s = free_port();
+        let data = dir.join(&name);
+        let seeds = if i == 0 {
+            String::new()
+        } else {
+            format!("\"127.0.0.1:{}\"", cluster_ports[0])
+        };
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "hosts = [\"localhost\"]\n\
+                 [[listeners]]\nkind = \"c2s\"\nport = {c2s}\nstarttls = \"optional\"\n\
+                 [storage]\ndata_dir = {:?}\n\
+                 [cluster]\nnode_name = \"{name}\"\ncookie = \"test-cookie\"\n\
+                 listen = \"127.0.0.1:{}\"\nseeds = [{seeds}]\n",
+                data.display().to_string(),
+                cluster_ports[i]
+            ),
+        )
+        .unwrap();
+        let mut n = TestNode {
+            name,
+            config,
+            c2s,
+            proc: None,
+        };
+        n.start();
+        nodes.push(n);
+    }
+    for n in &nodes {
+        let others: Vec<&str> = nodes
+            .iter()
+            .filter(|o| o.name != n.name)
+            .map(|o| o.name.as_str())
+            .collect();
+        let want = format!("cluster peers up: [{}]", others.join(", "));
+        wait_for(
+            &format!("{} sees the others", n.name),
+            Duration::from_secs(60),
+            || async {
+                let out = n.ctl(&["status"]).await;
+                String::from_utf8_lossy(&out.stdout).contains(&want)
+            },
+        )
+        .await;
+    }
+    nodes
+}
+
+fn body_of(el: &Element) -> Option<String> {
+    if el.name() != "message" {
+        return None;
+    }
+    el.child_text("body", ns::JABBER_CLIENT)
+}
+
+/// Reads until `n` messages with a body from `from` arrived (other
+/// stanzas — presence, pings — are skipped) and returns their bodies.
+async fn recv_bodies(c: &mut Client, from: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let el = c
+            .recv_timeout(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} waited for message {} from {from}: {e}",
+                    c.jid(),
+                    out.len()
+                )
+            });
+        if el.attr("from") == Some(from) {
+            if let Some(b) = body_of(&el) {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// One round of chat: `a` and `b` each send `n` messages to the other,
+/// then each checks it got exactly the other's, in order.
+async fn chat_round(a: &mut Client, b: &mut Client, tag: &str, n: usize) {
+    let (ja, jb) = (a.jid().to_string(), b.jid().to_string());
+    for i in 0..n {
+        a.send_message(&jb, &format!("{tag} a{i}")).await.unwrap();
+        b.send_message(&ja, &format!("{tag} b{i}")).await.unwrap();
+    }
+    let want_a: Vec<String> = (0..n).map(|i| format!("{tag} a{i}")).collect();
+    let want_b: Vec<String> = (0..n).map(|i| format!("{tag} b{i}")).collect();
+    assert_eq!(
+        recv_bodies(b, &ja, n).await,
+        want_a,
+        "{ja} -> {jb} in order"
+    );
+    assert_eq!(
+        recv_bodies(a, &jb, n).await,
+        want_b,
+        "{jb} -> {ja} in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_on_three_nodes_chat_and_survive_a_killed_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut nodes = three_nodes(dir.path(), "xa").await;
+    eprintln!("three nodes up in {:?}", started.elapsed());
+
+    // Accounts registered through one node log in on every node.
+    for user in ["alice", "bob", "carol"] {
+        nodes[0]
+            .ok(&["register", user, "localhost", "secret"])
+            .await;
+    }
+    let mut alice = Client::connect(nodes[0].login("alice", "r")).await.unwrap();
+    let mut bob = Client::connect(nodes[1].login("bob", "r")).await.unwrap();
+    let mut carol = Client::connect(nodes[2].login("carol", "r")).await.unwrap();
+    for c in [&mut alice, &mut bob, &mut carol] {
+        c.send_presence().await.unwrap();
+    }
+    // Every node sees every session.
+    for n in &nodes {
+        wait_for(
+            &format!("{} sees 3 sessions", n.name),
+            Duration::from_secs(10),
+            || async { n.cluster_sessions().await == Some(3) },
+        )
+        .await;
+    }
+
+    // Both directions, three pairs of nodes, in order.
+    chat_round(&mut alice, &mut bob, "ab", 200).await;
+    chat_round(&mut bob, &mut carol, "bc", 100).await;
+    chat_round(&mut carol, &mut alice, "ca", 100).await;
+    // To the bare JID too (the available resource gets it).
+    alice.send_message("carol@localhost", "bare").await.unwrap();
+    assert_eq!(
+        recv_bodies(&mut carol, "alice@localhost/r", 1).await,
+        ["bare"]
+    );
+
+    // kill -9 of carol's node while alice and bob chat.
+    chat_round(&mut alice, &mut bob, "before", 50).await;
+    let killed = Instant::now();
+    nodes[2].kill9();
+    drop(carol);
+    chat_round(&mut alice, &mut bob, "during", 100).await;
+    for n in &nodes[..2] {
+        wait_for(
+            &format!("{} drops the lost node's session", n.name),
+            Duration::from_secs(10),
+            || async { n.cluster_sessions().await == Some(2) },
+        )
+        .await;
+        eprintln!(
+            "{}: lost session gone by {:?} after the kill",
+            n.name,
+            killed.elapsed()
+        );
+    }
+    // Carol logs in again on another node at once, and chats.
+    let mut carol = Client::connect(nodes[1].login("carol", "r")).await.unwrap();
+    carol.send_presence().await.unwrap();
+    chat_round(&mut carol, &mut alice, "again", 50).await;
+    chat_round(&mut alice, &mut bob, "after", 50).await;
+
+    // The killed node comes back (same config) and rejoins by itself.
+    nodes[2].start();
+    let n3 = &nodes[2];
+    wait_for(
+        "the restarted node sees the others",
+        Duration::from_secs(60),
+        || async {
+            let out = n3.ctl(&["status"]).await;
+            String::from_utf8_lossy(&out.stdout).contains("cluster peers up: [xa1, xa2]")
+        },
+    )
+    .await;
+    wait_for(
+        "the restarted node has the cluster's sessions",
+        Duration::from_secs(10),
+        || async { n3.cluster_sessions().await == Some(3) },
+    )
+    .await;
+    let mut dave = Client::connect(nodes[2].login("bob", "other"))
+        .await
+        .unwrap();
+    dave.send_presence().await.unwrap();
+    chat_round(&mut dave, &mut carol, "back", 50).await;
+
+    for c in [alice, bob, carol, dave] {
+        let _ = c.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_sessions_and_modules_reach_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), "xb").await;
+    nodes[1]
+        .ok(&["register", "erin", "localhost", "secret"])
+        .await;
+
+    // The same full JID on another node replaces the first session.
+    let mut first = Client::connect(nodes[0].login("erin", "desk"))
+        .await
+        .unwrap();
+    first.send_presence().await.unwrap();
+    wait_for(
+        "erin's session everywhere",
+        Duration::from_secs(10),
+        || async { nodes[2].cluster_sessions().await == Some(1) },
+    )
+    .await;
+    let mut second = Client::connect(nodes[2].login("erin", "desk"))
+        .await
+        .unwrap();
+    let err = loop {
+        match first.recv_timeout(Duration::from_secs(10)).await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        err.stream_error().map(|e| e.condition.name()),
+        Some("conflict"),
+        "{err:?}"
+    );
+    for n in &nodes {
+        wait_for(
+            &format!("{} keeps one session of erin", n.name),
+            Duration::from_secs(10),
+            || async { n.cluster_sessions().await == Some(1) },
+        )
+        .await;
+    }
+    // An admin's kick on another node reaches it.
+    let out = nodes[0]
+        .ok(&["kick", "erin@localhost", "--reason", "bye"])
+        .await;
+    assert!(out.contains("Kicked 1 session"), "{out}");
+    let err = loop {
+        match second.recv_timeout(Duration::from_secs(10)).await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        err.stream_error().map(|e| e.condition.name()),
+        Some("policy-violation"),
+        "{err:?}"
+    );
+
+    // A module stopped through one node stops on all; started again with
+    // options, it runs with them everywhere.
+    nodes[0].ok(&["stop-module", "mod_version"]).await;
+    for n in &nodes {
+        let m = n.ok(&["modules", "localhost"]).await;
+        assert!(!m.contains("mod_version"), "{}: {m}", n.name);
+    }
+    nodes[2]
+        .ok(&[
+            "start-module",
+            "mod_version",
+            "--options",
+            r#"{"show_os": true}"#,
+        ])
+        .await;
+    for n in &nodes {
+        let m = n.ok(&["modules", "localhost"]).await;
+        assert!(
+            m.contains(r#"mod_version {"show_os":true}"#),
+            "{}: {m}",
+            n.name
+        );
+    }
+}
