@@ -275,10 +275,10 @@ impl Module for Mod {
         {
             return Err("`interval_secs` must be a number of seconds".into());
         }
-        if !interval_of(opts).is_some_and(|s| s >= 1) {
+        if interval_of(opts).is_none_or(|s| s < 1) {
             return Err("`ping_interval` must be a number of seconds, at least 1".into());
         }
-        if !opt_u64(opts, "ping_ack_timeout").is_some_and(|s| s >= 1) {
+        if opt_u64(opts, "ping_ack_timeout").is_none_or(|s| s < 1) {
             return Err("`ping_ack_timeout` must be a number of seconds, at least 1".into());
         }
         match opt_str(opts, "timeout_action") {
