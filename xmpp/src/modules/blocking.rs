@@ -15,11 +15,12 @@
 //!   `<block/>`/`<unblock/>` is pushed (IQ set from the bare JID) to every
 //!   session of the user, as ejabberd does.
 //! - When a contact becomes blocked, each available resource of the user
-//!   sends it `unavailable` presence (§3.3) — for items with a local part
-//!   only (a domain is no contact). The roster is not consulted, so a
-//!   blocked JID that had no subscription also gets it; it says nothing
-//!   the absence of presence did not. Unblocking does not send presence:
-//!   the presence module's next broadcast or a probe does.
+//!   sends it `unavailable` presence (§3.3), if the contact is in the
+//!   user's roster with a subscription to the user's presence (`from` or
+//!   `both`): to its bare JID, or to the blocked full JID when the item is
+//!   one. When it is unblocked, those contacts get the current presence of
+//!   each available resource again, and the user's bare JID probes the
+//!   contacts it is subscribed to (their presence was dropped meanwhile).
 //!
 //! Enforcement:
 //! - outbound, a stanza the user sends to a blocked JID
@@ -52,6 +53,7 @@ use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 use dashmap::DashMap;
 
 use super::private::{iq_error, iq_result, own_account};
+use super::roster::{self, Subscription};
 use super::{Services, holder_tree};
 use crate::hooks::{
     FILTER_PACKET, OFFLINE_MESSAGE, PRESENCE_IN, REMOVE_USER, SM_REMOVE_CONNECTION, SessionInfo,
@@ -269,6 +271,9 @@ fn subscribe(
                 let Some((user, _)) = local_user(from, &st.host) else {
                     return Flow::Continue(Some(el));
                 };
+                if is_self(to, &user, &st.host) {
+                    return Flow::Continue(Some(el));
+                }
                 let keep = st.cache.contains_key(&user);
                 if st.blocks(&user, to, keep).await {
                     return Flow::Stop(None);
@@ -506,19 +511,22 @@ async fn block(st: &State, user: &str, jids: &[String]) -> Result<(), StanzaErro
         return Ok(());
     }
     // §3.3: before the list changes, so that the filter lets them pass.
-    let sessions = st.services.sm.sessions_of(&st.host, user);
-    for s in sessions.iter().filter(|s| s.priority.is_some()) {
-        let Some(from) = s.full_jid() else { continue };
-        for jid in &added {
-            if !jid.contains('@') {
+    let added_set: BTreeSet<String> = added.iter().map(|j| (*j).clone()).collect();
+    let targets = contacts_of(st, user, &added_set, |sub| sub.has_from()).await;
+    if !targets.is_empty() {
+        for s in st.services.sm.sessions_of(&st.host, user) {
+            if s.priority.is_none() {
                 continue;
             }
-            let presence = Element::builder("presence", ns::JABBER_CLIENT)
-                .attr("type", "unavailable")
-                .attr("from", from.to_string())
-                .attr("to", jid.as_str())
-                .build();
-            st.services.router.route(presence).await;
+            let Some(from) = s.full_jid() else { continue };
+            for to in &targets {
+                let presence = Element::builder("presence", ns::JABBER_CLIENT)
+                    .attr("type", "unavailable")
+                    .attr("from", from.to_string())
+                    .attr("to", to.as_str())
+                    .build();
+                st.services.router.route(presence).await;
+            }
         }
     }
     let mut new = (*old).clone();
@@ -539,6 +547,39 @@ async fn block(st: &State, user: &str, jids: &[String]) -> Result<(), StanzaErro
     Ok(())
 }
 
+/// The roster contacts of `user` whose subscription passes `sub` and that
+/// `entries` (block list items) match: their bare JID, or the item itself
+/// when it is a full JID of the contact.
+async fn contacts_of(
+    st: &State,
+    user: &str,
+    entries: &BTreeSet<String>,
+    sub: impl Fn(Subscription) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in roster::items(&st.services, &st.host, user).await {
+        if !sub(item.subscription) {
+            continue;
+        }
+        let Ok(contact) = crate::jid::parse(&item.jid) else {
+            continue;
+        };
+        if matches(entries, &contact) {
+            out.push(item.jid.clone());
+            continue;
+        }
+        for e in entries {
+            if let Ok(j) = crate::jid::parse(e)
+                && j.resource().is_some()
+                && j.to_bare() == contact.to_bare()
+            {
+                out.push(e.clone());
+            }
+        }
+    }
+    out
+}
+
 /// Removes `jids` from the list, or everything when `jids` is empty.
 async fn unblock(st: &State, user: &str, jids: &[String]) -> Result<(), StanzaErrorCondition> {
     let _guard = st.write.lock().await;
@@ -549,6 +590,7 @@ async fn unblock(st: &State, user: &str, jids: &[String]) -> Result<(), StanzaEr
         jids.iter().filter(|j| old.contains(*j)).cloned().collect()
     };
     let mut new = (*old).clone();
+    let mut removed = BTreeSet::new();
     for jid in gone {
         if let Err(e) = st
             .services
@@ -561,8 +603,36 @@ async fn unblock(st: &State, user: &str, jids: &[String]) -> Result<(), StanzaEr
             return Err(StanzaErrorCondition::InternalServerError);
         }
         new.remove(&jid);
+        removed.insert(jid);
     }
     st.cache.insert(user.to_owned(), Arc::new(new));
+    if removed.is_empty() {
+        return Ok(());
+    }
+    // §3.3 in reverse: contacts subscribed to the user's presence get it
+    // again from each available resource; the user probes the contacts
+    // it is subscribed to, whose presence was dropped meanwhile.
+    for to in contacts_of(st, user, &removed, |sub| sub.has_from()).await {
+        for s in st.services.sm.sessions_of(&st.host, user) {
+            let (Some(from), Some(xml)) = (s.full_jid(), s.presence.as_deref()) else {
+                continue;
+            };
+            if let Some(mut p) = roster::parse_stanza(xml) {
+                p.set_attr("from", from.to_string());
+                p.set_attr("to", to.clone());
+                st.services.router.route(p).await;
+            }
+        }
+    }
+    let bare = format!("{user}@{}", st.host);
+    for to in contacts_of(st, user, &removed, |sub| sub.has_to()).await {
+        let probe = Element::builder("presence", ns::JABBER_CLIENT)
+            .attr("type", "probe")
+            .attr("from", bare.clone())
+            .attr("to", to)
+            .build();
+        st.services.router.route(probe).await;
+    }
     Ok(())
 }
 
