@@ -13,6 +13,8 @@ use beamline_xmpp::client::{Client, RawConnection};
 use beamline_xmpp::config::{AccessRuleEntry, Config};
 use beamline_xmpp::hooks::{Account, REGISTER_USER, REMOVE_USER};
 use beamline_xmpp::modules::DEFAULT_MODULES;
+use beamline_xmpp::sasl::Mechanism;
+use beamline_xmpp::sasl::client::ClientCredentials;
 use beamline_xmpp::{Element, ns};
 use support::{
     DOMAIN, T, TestServer, error_condition, expect_client_stream_error, expect_stream_error,
@@ -142,7 +144,19 @@ async fn register_then_log_in() {
     // The user name was nodeprep'd.
     assert_eq!(s.server.users(DOMAIN).await.unwrap(), vec!["carol"]);
 
-    // The new account logs in.
+    // The new account logs in, on the same stream (as clients do after
+    // registering) and on a new connection.
+    conn.authenticate(
+        &features,
+        ClientCredentials::new("carol", "s3cret"),
+        &[Mechanism::ScramSha256],
+        T,
+    )
+    .await
+    .unwrap();
+    conn.open_stream(DOMAIN).await.unwrap();
+    conn.read_features(T).await.unwrap();
+    conn.bind(Some("first"), T).await.unwrap();
     let carol = s.login("carol", "s3cret", Some("r")).await;
     carol.close().await.unwrap();
 
