@@ -115,6 +115,8 @@ async fn offline_messages_arrive_at_login_with_delay_in_order_and_once() {
     // Delivered once: not again at the next login.
     let mut alice = s.login("alice", "pw", Some("laptop")).await;
     alice.send_presence().await.unwrap();
+    // Anything delivered at this presence is in before the reply.
+    sync(&mut alice).await;
     no_message(&mut alice).await;
     alice.close().await.unwrap();
     bob.close().await.unwrap();
@@ -227,6 +229,8 @@ async fn negative_priority_gets_nothing_until_it_turns_non_negative() {
     assert_eq!(m.attr("to"), Some("alice@localhost/bot"));
     // A later presence update finds nothing more.
     alice.send(&presence(Some(2))).await.unwrap();
+    // Anything delivered at this presence is in before the reply.
+    sync(&mut alice).await;
     no_message(&mut alice).await;
     alice.close().await.unwrap();
     bob.close().await.unwrap();
@@ -247,6 +251,8 @@ async fn removing_the_account_drops_its_offline_messages() {
     s.register("alice", "pw").await;
     let mut alice = s.login("alice", "pw", None).await;
     alice.send_presence().await.unwrap();
+    // Anything delivered at this presence is in before the reply.
+    sync(&mut alice).await;
     no_message(&mut alice).await;
     alice.close().await.unwrap();
     bob.close().await.unwrap();
