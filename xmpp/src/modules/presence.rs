@@ -131,9 +131,10 @@ impl SubState {
     /// only without `to`, pending in only without `from`) and pre-approval
     /// only while the contact neither has nor asks for a subscription.
     pub fn is_valid(self) -> bool {
-        !(self.to && self.pending_out)
-            && !(self.from && self.pending_in)
-            && !(self.approved && (self.from || self.pending_in))
+        let out_ok = !self.to || !self.pending_out;
+        let in_ok = !self.from || !self.pending_in;
+        let approved_ok = !self.approved || !(self.from || self.pending_in);
+        out_ok && in_ok && approved_ok
     }
 }
 
