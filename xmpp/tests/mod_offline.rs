@@ -258,3 +258,43 @@ async fn removing_the_account_drops_its_offline_messages() {
     bob.close().await.unwrap();
     s.stop().await;
 }
+
+#[tokio::test]
+async fn with_the_default_modules_offline_messages_still_arrive_once() {
+    let s = TestServer::start_with(|c| {
+        modules(c, &beamline_xmpp::modules::DEFAULT_MODULES);
+    })
+    .await;
+    s.register("alice", "pw").await;
+    s.register("bob", "pw").await;
+    let mut bob = s.login("bob", "pw", Some("r")).await;
+    bob.send_presence().await.unwrap();
+    for i in 0..2 {
+        bob.send(&message(
+            "alice@localhost",
+            &format!("m{i}"),
+            &format!("hello {i}"),
+        ))
+        .await
+        .unwrap();
+    }
+    sync(&mut bob).await;
+    no_message(&mut bob).await;
+    let mut alice = s.login("alice", "pw", Some("phone")).await;
+    alice.send_presence().await.unwrap();
+    for i in 0..2 {
+        let m = next_message(&mut alice).await;
+        assert_eq!(body(&m), format!("hello {i}"));
+        assert!(m.has_child("delay", ns::DELAY));
+    }
+    // A second resource coming online gets nothing more.
+    let mut tablet = s.login("alice", "pw", Some("tablet")).await;
+    tablet.send_presence().await.unwrap();
+    sync(&mut tablet).await;
+    no_message(&mut tablet).await;
+    no_message(&mut alice).await;
+    for c in [alice, tablet, bob] {
+        c.close().await.unwrap();
+    }
+    s.stop().await;
+}
