@@ -138,6 +138,12 @@ async fn name_and_extra_domains_from_options() {
             "extra_domains".into(),
             toml::Value::Array(vec!["conference.example.org".into()]),
         );
+        let mut info = toml::Table::new();
+        info.insert(
+            "abuse-addresses".into(),
+            toml::Value::Array(vec!["mailto:abuse@example.org".into()]),
+        );
+        t.insert("server_info".into(), toml::Value::Table(info));
         c.modules.insert("mod_disco".into(), t);
     })
     .await;
@@ -147,6 +153,44 @@ async fn name_and_extra_domains_from_options() {
     assert_eq!(
         identities(&reply),
         vec![("server".into(), "im".into(), "Chat Service".into())]
+    );
+    // XEP-0157 contact addresses as an extended info form (XEP-0128).
+    let x = reply
+        .get_child("query", ns::DISCO_INFO)
+        .unwrap()
+        .get_child("x", "jabber:x:data")
+        .expect("server_info form");
+    assert_eq!(x.attr("type"), Some("result"));
+    let fields: Vec<(String, String)> = x
+        .children()
+        .map(|f| {
+            (
+                f.attr("var").unwrap().to_owned(),
+                f.child_text("value", "jabber:x:data").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            (
+                "FORM_TYPE".to_owned(),
+                "http://jabber.org/network/serverinfo".to_owned()
+            ),
+            (
+                "abuse-addresses".to_owned(),
+                "mailto:abuse@example.org".to_owned()
+            ),
+        ]
+    );
+    // The caps ver covers the form.
+    let (stream_features, reply2) = caps_and_info(&s).await;
+    assert_eq!(
+        stream_features
+            .get_child("c", ns::CAPS)
+            .unwrap()
+            .attr("ver"),
+        Some(ver_of(&reply2).as_str())
     );
     let items = alice.iq(disco("items", Some(DOMAIN), None)).await.unwrap();
     let jids: Vec<&str> = items
@@ -248,7 +292,8 @@ async fn features_follow_modules_stopped_and_started() {
     s.stop().await;
 }
 
-/// XEP-0115 §5.1 computed here, independently of the server's code.
+/// XEP-0115 §5.1 computed here, independently of the server's code
+/// (identities without xml:lang, as the server's are).
 fn ver_of(reply: &Element) -> String {
     let mut ids: Vec<String> = identities(reply)
         .into_iter()
@@ -261,6 +306,40 @@ fn ver_of(reply: &Element) -> String {
     for x in f {
         s.push_str(&x);
         s.push('<');
+    }
+    let query = reply.get_child("query", ns::DISCO_INFO).unwrap();
+    let mut forms: Vec<(String, Vec<(String, Vec<String>)>)> = query
+        .children()
+        .filter(|c| c.is("x", "jabber:x:data"))
+        .map(|x| {
+            let mut form_type = String::new();
+            let mut fields = Vec::new();
+            for field in x.children() {
+                let var = field.attr("var").unwrap().to_owned();
+                let mut values: Vec<String> = field.children().map(|v| v.text()).collect();
+                values.sort();
+                if var == "FORM_TYPE" {
+                    form_type = values.concat();
+                } else {
+                    fields.push((var, values));
+                }
+            }
+            fields.sort();
+            (form_type, fields)
+        })
+        .collect();
+    forms.sort();
+    for (form_type, fields) in forms {
+        s.push_str(&form_type);
+        s.push('<');
+        for (var, values) in fields {
+            s.push_str(&var);
+            s.push('<');
+            for v in values {
+                s.push_str(&v);
+                s.push('<');
+            }
+        }
     }
     base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
 }

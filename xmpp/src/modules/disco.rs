@@ -7,6 +7,9 @@
 //!   `disco#items` plus what the running modules announce in the
 //!   [`DiscoRegistry`](super::DiscoRegistry) (read at each request, so a
 //!   module stopped or started at runtime shows at once);
+//!   and, when the `server_info` option is set, its contact addresses as a
+//!   XEP-0157 form (`FORM_TYPE` `http://jabber.org/network/serverinfo`,
+//!   e.g. `abuse-addresses`), as ejabberd's `server_info`;
 //! - `disco#items` to the server: the `extra_domains` option's JIDs;
 //! - to an account's bare JID, from that account itself: the identity
 //!   `account/registered`, the features `disco#info` and `disco#items`,
@@ -84,10 +87,52 @@ impl Identity {
     }
 }
 
-/// The verification string of XEP-0115 §5.1 (no extended forms): sorted
-/// identities as `category/type/lang/name<`, sorted features as
-/// `feature<`, SHA-1, base64.
-pub fn caps_ver(identities: &[Identity], features: &[String]) -> String {
+/// The namespace of data forms (XEP-0004).
+const DATA_FORMS: &str = "jabber:x:data";
+
+/// The `FORM_TYPE` of contact addresses (XEP-0157).
+pub const SERVER_INFO: &str = "http://jabber.org/network/serverinfo";
+
+/// An extended information form (XEP-0128) of a disco#info result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfoForm {
+    /// The value of the hidden `FORM_TYPE` field.
+    pub form_type: String,
+    /// The other fields: `var` and values.
+    pub fields: Vec<(String, Vec<String>)>,
+}
+
+impl InfoForm {
+    /// The `<x xmlns='jabber:x:data' type='result'/>` element.
+    pub fn to_element(&self) -> Element {
+        let value = |v: &str| Element::builder("value", DATA_FORMS).text(v).build();
+        let mut x = Element::new("x", DATA_FORMS);
+        x.set_attr("type", "result");
+        x.append_child(
+            Element::builder("field", DATA_FORMS)
+                .attr("var", "FORM_TYPE")
+                .attr("type", "hidden")
+                .append(value(&self.form_type))
+                .build(),
+        );
+        for (var, values) in &self.fields {
+            let mut f = Element::new("field", DATA_FORMS);
+            f.set_attr("var", var.clone());
+            for v in values {
+                f.append_child(value(v));
+            }
+            x.append_child(f);
+        }
+        x
+    }
+}
+
+/// The verification string of XEP-0115 §5.1: sorted identities as
+/// `category/type/lang/name<`, sorted features as `feature<`, then the
+/// extended forms sorted by `FORM_TYPE` (its value `<`, then each field
+/// sorted by `var` as `var<` and its sorted values `value<`); SHA-1,
+/// base64.
+pub fn caps_ver(identities: &[Identity], features: &[String], forms: &[InfoForm]) -> String {
     let mut ids: Vec<&Identity> = identities.iter().collect();
     ids.sort();
     let mut feats: Vec<&String> = features.iter().collect();
@@ -100,6 +145,24 @@ pub fn caps_ver(identities: &[Identity], features: &[String]) -> String {
     for f in feats {
         s.push_str(f);
         s.push('<');
+    }
+    let mut forms: Vec<&InfoForm> = forms.iter().collect();
+    forms.sort_by(|a, b| a.form_type.cmp(&b.form_type));
+    for form in forms {
+        s.push_str(&form.form_type);
+        s.push('<');
+        let mut fields: Vec<&(String, Vec<String>)> = form.fields.iter().collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        for (var, values) in fields {
+            s.push_str(var);
+            s.push('<');
+            let mut values: Vec<&String> = values.iter().collect();
+            values.sort();
+            for v in values {
+                s.push_str(v);
+                s.push('<');
+            }
+        }
     }
     base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
 }
@@ -167,6 +230,8 @@ struct Disco {
     host: String,
     name: String,
     extra_domains: Vec<String>,
+    /// The `server_info` option as a XEP-0157 form (`None` when empty).
+    server_info: Option<InfoForm>,
 }
 
 impl Disco {
@@ -182,8 +247,12 @@ impl Disco {
         f
     }
 
+    fn forms(&self) -> Vec<InfoForm> {
+        self.server_info.iter().cloned().collect()
+    }
+
     fn ver(&self) -> String {
-        caps_ver(&self.identities(), &self.features())
+        caps_ver(&self.identities(), &self.features(), &self.forms())
     }
 
     fn caps_element(&self) -> Element {
@@ -194,7 +263,12 @@ impl Disco {
             .build()
     }
 
-    fn info_query(node: Option<&str>, ids: &[Identity], features: &[String]) -> Element {
+    fn info_query(
+        node: Option<&str>,
+        ids: &[Identity],
+        features: &[String],
+        forms: &[InfoForm],
+    ) -> Element {
         let mut q = Element::new("query", ns::DISCO_INFO);
         if let Some(node) = node {
             q.set_attr("node", node);
@@ -208,6 +282,9 @@ impl Disco {
                     .attr("var", f.clone())
                     .build(),
             );
+        }
+        for form in forms {
+            q.append_child(form.to_element());
         }
         q
     }
@@ -238,7 +315,7 @@ impl Disco {
                 return iq_error(&req, StanzaErrorCondition::ItemNotFound);
             }
         }
-        let q = Self::info_query(node, &self.identities(), &self.features());
+        let q = Self::info_query(node, &self.identities(), &self.features(), &self.forms());
         Some(iq_result(&req, Some(q)))
     }
 
@@ -271,7 +348,7 @@ impl Disco {
             Vec::new()
         };
         let features = vec![ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()];
-        let q = Self::info_query(None, &ids, &features);
+        let q = Self::info_query(None, &ids, &features, &[]);
         Some(iq_result(req, Some(q)))
     }
 
@@ -336,6 +413,31 @@ fn extra_domains(opts: &ModuleOptions) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The `server_info` option (a table of field name → addresses) as a
+/// XEP-0157 form; `None` when it is empty.
+fn server_info(opts: &ModuleOptions) -> Option<InfoForm> {
+    let table = opts.get("server_info")?.as_object()?;
+    let fields: Vec<(String, Vec<String>)> = table
+        .iter()
+        .map(|(k, v)| {
+            let urls = v
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (k.clone(), urls)
+        })
+        .collect();
+    (!fields.is_empty()).then(|| InfoForm {
+        form_type: SERVER_INFO.to_owned(),
+        fields,
+    })
+}
+
 impl Module for Mod {
     fn name(&self) -> &str {
         "mod_disco"
@@ -345,6 +447,7 @@ impl Module for Mod {
         let mut o = ModuleOptions::new();
         o.insert("name".into(), json!("beamline"));
         o.insert("extra_domains".into(), json!([]));
+        o.insert("server_info".into(), json!({}));
         o
     }
 
@@ -363,6 +466,17 @@ impl Module for Mod {
                 return Err(format!("`extra_domains`: `{s}` is not a JID"));
             }
         }
+        let Some(info) = opts.get("server_info").and_then(Value::as_object) else {
+            return Err("`server_info` must be a table of lists of addresses".into());
+        };
+        for (k, v) in info {
+            let ok = v
+                .as_array()
+                .is_some_and(|a| a.iter().all(|u| u.as_str().is_some()));
+            if !ok {
+                return Err(format!("`server_info.{k}` must be a list of addresses"));
+            }
+        }
         Ok(())
     }
 
@@ -372,6 +486,7 @@ impl Module for Mod {
             host: ctx.host().to_owned(),
             name: opt_str(opts, "name").unwrap_or("beamline").to_owned(),
             extra_domains: extra_domains(opts),
+            server_info: server_info(opts),
         });
         let d = disco.clone();
         self.services.iq_handler(
@@ -438,7 +553,54 @@ mod tests {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        assert_eq!(caps_ver(&ids, &features), "QgayPKawpkPSDYmwT/WM94uAlu0=");
+        assert_eq!(
+            caps_ver(&ids, &features, &[]),
+            "QgayPKawpkPSDYmwT/WM94uAlu0="
+        );
+    }
+
+    /// XEP-0115 §5.3: the complex example (two identities with
+    /// languages, an extended form).
+    #[test]
+    fn ver_of_the_xep_complex_example() {
+        let ids = [
+            Identity {
+                category: "client".into(),
+                kind: "pc".into(),
+                lang: "en".into(),
+                name: "Psi 0.11".into(),
+            },
+            Identity {
+                category: "client".into(),
+                kind: "pc".into(),
+                lang: "el".into(),
+                name: "Ψ 0.11".into(),
+            },
+        ];
+        let features: Vec<String> = [
+            "http://jabber.org/protocol/caps",
+            "http://jabber.org/protocol/disco#info",
+            "http://jabber.org/protocol/disco#items",
+            "http://jabber.org/protocol/muc",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let v = |xs: &[&str]| xs.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let form = InfoForm {
+            form_type: "urn:xmpp:dataforms:softwareinfo".into(),
+            fields: vec![
+                ("software_version".into(), v(&["0.11"])),
+                ("ip_version".into(), v(&["ipv6", "ipv4"])),
+                ("os".into(), v(&["Mac"])),
+                ("os_version".into(), v(&["10.5.1"])),
+                ("software".into(), v(&["Psi"])),
+            ],
+        };
+        assert_eq!(
+            caps_ver(&ids, &features, &[form]),
+            "q07IKJEyjvHSyhy//CH0CxmKi8w="
+        );
     }
 
     /// Identities sort by category, type, lang, name; features sort too.
@@ -451,7 +613,7 @@ mod tests {
         let b = [a[1].clone(), a[0].clone()];
         let f1 = vec!["b".to_owned(), "a".to_owned()];
         let f2 = vec!["a".to_owned(), "b".to_owned()];
-        assert_eq!(caps_ver(&a, &f1), caps_ver(&b, &f2));
-        assert_ne!(caps_ver(&a, &f1), caps_ver(&a, &f2[..1]));
+        assert_eq!(caps_ver(&a, &f1, &[]), caps_ver(&b, &f2, &[]));
+        assert_ne!(caps_ver(&a, &f1, &[]), caps_ver(&a, &f2[..1], &[]));
     }
 }
