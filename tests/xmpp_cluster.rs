@@ -211,50 +211,111 @@ fn body_of(el: &Element) -> Option<String> {
     el.child_text("body", ns::JABBER_CLIENT)
 }
 
-/// Reads until `n` messages with a body from `from` arrived (other
-/// stanzas — presence, pings — are skipped) and returns their bodies.
-async fn recv_bodies(c: &mut Client, from: &str, n: usize) -> Vec<String> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let el = c
-            .recv_timeout(Duration::from_secs(10))
+/// A logged-in client and the stanzas it read but nobody asked for yet.
+struct User {
+    c: Client,
+    unread: Vec<Element>,
+}
+
+impl User {
+    async fn login(node: &TestNode, user: &str, resource: &str) -> User {
+        let c = Client::connect(node.login(user, resource))
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{} waited for message {} from {from}: {e}",
-                    c.jid(),
-                    out.len()
-                )
-            });
-        if el.attr("from") == Some(from) {
-            if let Some(b) = body_of(&el) {
-                out.push(b);
-            }
+            .unwrap_or_else(|e| panic!("{user}/{resource} logs in on {}: {e}", node.name));
+        User {
+            c,
+            unread: Vec::new(),
         }
     }
-    out
+
+    fn jid(&self) -> String {
+        self.c.jid().to_string()
+    }
+
+    /// The first stanza (kept or new) that `f` accepts; the others are
+    /// kept for later.
+    async fn next_where(&mut self, what: &str, f: impl Fn(&Element) -> bool) -> Element {
+        if let Some(i) = self.unread.iter().position(&f) {
+            return self.unread.remove(i);
+        }
+        loop {
+            let el = self
+                .c
+                .recv_timeout(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("{} waited for {what}: {e}", self.jid()));
+            if f(&el) {
+                return el;
+            }
+            self.unread.push(el);
+        }
+    }
+
+    /// The next `n` message bodies from `from`, in arrival order.
+    async fn bodies(&mut self, from: &str, n: usize) -> Vec<String> {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let el = self
+                .next_where(&format!("message {i} from {from}"), |el| {
+                    el.attr("from") == Some(from) && body_of(el).is_some()
+                })
+                .await;
+            out.extend(body_of(&el));
+        }
+        out
+    }
+
+    /// The next presence from `from` of `kind` (`None`: available).
+    async fn presence(&mut self, from: &str, kind: Option<&str>) -> Element {
+        self.next_where(&format!("presence {kind:?} from {from}"), |el| {
+            el.name() == "presence" && el.attr("from") == Some(from) && el.attr("type") == kind
+        })
+        .await
+    }
+
+    async fn send_presence(&mut self, to: Option<&str>, kind: Option<&str>) {
+        let mut p = Element::builder("presence", ns::JABBER_CLIENT);
+        if let Some(to) = to {
+            p = p.attr("to", to);
+        }
+        if let Some(kind) = kind {
+            p = p.attr("type", kind);
+        }
+        self.c.send(&p.build()).await.unwrap();
+    }
 }
 
 /// One round of chat: `a` and `b` each send `n` messages to the other,
 /// then each checks it got exactly the other's, in order.
-async fn chat_round(a: &mut Client, b: &mut Client, tag: &str, n: usize) {
-    let (ja, jb) = (a.jid().to_string(), b.jid().to_string());
+async fn chat_round(a: &mut User, b: &mut User, tag: &str, n: usize) {
+    let (ja, jb) = (a.jid(), b.jid());
     for i in 0..n {
-        a.send_message(&jb, &format!("{tag} a{i}")).await.unwrap();
-        b.send_message(&ja, &format!("{tag} b{i}")).await.unwrap();
+        a.c.send_message(&jb, &format!("{tag} a{i}")).await.unwrap();
+        b.c.send_message(&ja, &format!("{tag} b{i}")).await.unwrap();
     }
     let want_a: Vec<String> = (0..n).map(|i| format!("{tag} a{i}")).collect();
     let want_b: Vec<String> = (0..n).map(|i| format!("{tag} b{i}")).collect();
-    assert_eq!(
-        recv_bodies(b, &ja, n).await,
-        want_a,
-        "{ja} -> {jb} in order"
-    );
-    assert_eq!(
-        recv_bodies(a, &jb, n).await,
-        want_b,
-        "{jb} -> {ja} in order"
-    );
+    assert_eq!(b.bodies(&ja, n).await, want_a, "{ja} -> {jb} in order");
+    assert_eq!(a.bodies(&jb, n).await, want_b, "{jb} -> {ja} in order");
+}
+
+/// `a` and `b` subscribe to each other's presence (both approve).
+async fn befriend(a: &mut User, b: &mut User) {
+    let (ja, jb) = (a.jid(), b.jid());
+    let (ba, bb) = (bare(&ja), bare(&jb));
+    a.send_presence(Some(&bb), Some("subscribe")).await;
+    b.presence(&ba, Some("subscribe")).await;
+    b.send_presence(Some(&ba), Some("subscribed")).await;
+    b.send_presence(Some(&ba), Some("subscribe")).await;
+    a.presence(&bb, Some("subscribe")).await;
+    a.send_presence(Some(&bb), Some("subscribed")).await;
+    // Each now sees the other's available presence.
+    a.presence(&jb, None).await;
+    b.presence(&ja, None).await;
+}
+
+fn bare(full: &str) -> String {
+    full.split('/').next().unwrap_or(full).to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,11 +331,11 @@ async fn users_on_three_nodes_chat_and_survive_a_killed_node() {
             .ok(&["register", user, "localhost", "secret"])
             .await;
     }
-    let mut alice = Client::connect(nodes[0].login("alice", "r")).await.unwrap();
-    let mut bob = Client::connect(nodes[1].login("bob", "r")).await.unwrap();
-    let mut carol = Client::connect(nodes[2].login("carol", "r")).await.unwrap();
-    for c in [&mut alice, &mut bob, &mut carol] {
-        c.send_presence().await.unwrap();
+    let mut alice = User::login(&nodes[0], "alice", "r").await;
+    let mut bob = User::login(&nodes[1], "bob", "r").await;
+    let mut carol = User::login(&nodes[2], "carol", "r").await;
+    for u in [&mut alice, &mut bob, &mut carol] {
+        u.send_presence(None, None).await;
     }
     // Every node sees every session.
     for n in &nodes {
@@ -285,17 +346,20 @@ async fn users_on_three_nodes_chat_and_survive_a_killed_node() {
         )
         .await;
     }
+    // Alice (node 1) and carol (node 3) become contacts across nodes.
+    befriend(&mut alice, &mut carol).await;
 
     // Both directions, three pairs of nodes, in order.
     chat_round(&mut alice, &mut bob, "ab", 200).await;
     chat_round(&mut bob, &mut carol, "bc", 100).await;
     chat_round(&mut carol, &mut alice, "ca", 100).await;
     // To the bare JID too (the available resource gets it).
-    alice.send_message("carol@localhost", "bare").await.unwrap();
-    assert_eq!(
-        recv_bodies(&mut carol, "alice@localhost/r", 1).await,
-        ["bare"]
-    );
+    alice
+        .c
+        .send_message("carol@localhost", "bare")
+        .await
+        .unwrap();
+    assert_eq!(carol.bodies("alice@localhost/r", 1).await, ["bare"]);
 
     // kill -9 of carol's node while alice and bob chat.
     chat_round(&mut alice, &mut bob, "before", 50).await;
@@ -316,11 +380,37 @@ async fn users_on_three_nodes_chat_and_survive_a_killed_node() {
             killed.elapsed()
         );
     }
-    // Carol logs in again on another node at once, and chats.
-    let mut carol = Client::connect(nodes[1].login("carol", "r")).await.unwrap();
-    carol.send_presence().await.unwrap();
+    // Her contact sees her go offline (as if she had logged out).
+    alice
+        .presence("carol@localhost/r", Some("unavailable"))
+        .await;
+    eprintln!(
+        "alice saw carol unavailable {:?} after the kill",
+        killed.elapsed()
+    );
+    // A message to her meanwhile is kept offline (no error comes back).
+    alice
+        .c
+        .send_message("carol@localhost", "while you were away")
+        .await
+        .unwrap();
+
+    // Carol logs in again on another node at once, gets the message kept
+    // for her, and chats.
+    let mut carol = User::login(&nodes[1], "carol", "r").await;
+    carol.send_presence(None, None).await;
+    assert_eq!(
+        carol.bodies("alice@localhost/r", 1).await,
+        ["while you were away"]
+    );
+    alice.presence("carol@localhost/r", None).await;
     chat_round(&mut carol, &mut alice, "again", 50).await;
     chat_round(&mut alice, &mut bob, "after", 50).await;
+    assert!(
+        !alice.unread.iter().any(|e| e.attr("type") == Some("error")),
+        "alice got errors: {:?}",
+        alice.unread
+    );
 
     // The killed node comes back (same config) and rejoins by itself.
     nodes[2].start();
@@ -340,14 +430,12 @@ async fn users_on_three_nodes_chat_and_survive_a_killed_node() {
         || async { n3.cluster_sessions().await == Some(3) },
     )
     .await;
-    let mut dave = Client::connect(nodes[2].login("bob", "other"))
-        .await
-        .unwrap();
-    dave.send_presence().await.unwrap();
-    chat_round(&mut dave, &mut carol, "back", 50).await;
+    let mut bob2 = User::login(&nodes[2], "bob", "other").await;
+    bob2.send_presence(None, None).await;
+    chat_round(&mut bob2, &mut carol, "back", 50).await;
 
-    for c in [alice, bob, carol, dave] {
-        let _ = c.close().await;
+    for u in [alice, bob, carol, bob2] {
+        let _ = u.c.close().await;
     }
 }
 
