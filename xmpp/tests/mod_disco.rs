@@ -7,8 +7,10 @@
 mod support;
 
 use base64::Engine as _;
+use beamline_supervision::module::ModuleContext;
 use beamline_xmpp::client::Client;
 use beamline_xmpp::config::Config;
+use beamline_xmpp::modules::disco::account_feature;
 use beamline_xmpp::sasl::Mechanism;
 use beamline_xmpp::sasl::client::ClientCredentials;
 use beamline_xmpp::{Element, ns};
@@ -241,6 +243,14 @@ async fn account_info_and_items_for_the_owner_only() {
     );
     let r = info(&mut alice, Some("alice@localhost"), Some("urn:example:x")).await;
     assert_eq!(error_condition(&r), "item-not-found");
+
+    // A module announces a feature of accounts: shown on the account, not
+    // on the server.
+    let ctx = ModuleContext::new(DOMAIN, "mod_example");
+    account_feature(s.server.services(), &ctx, "urn:example:account");
+    let has = |r: &Element| features(r).contains(&"urn:example:account".to_owned());
+    assert!(has(&info(&mut alice, None, None).await));
+    assert!(!has(&info(&mut alice, Some(DOMAIN), None).await));
 
     // Someone else learns nothing about alice's account.
     let r = info(&mut bob, Some("alice@localhost"), None).await;

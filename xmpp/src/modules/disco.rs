@@ -12,7 +12,8 @@
 //!   e.g. `abuse-addresses`), as ejabberd's `server_info`;
 //! - `disco#items` to the server: the `extra_domains` option's JIDs;
 //! - to an account's bare JID, from that account itself: the identity
-//!   `account/registered`, the features `disco#info` and `disco#items`,
+//!   `account/registered`, the features `disco#info` and `disco#items`
+//!   plus those other modules announce with [`account_feature`],
 //!   and as items the account's online resources (ejabberd's
 //!   `get_sm_identity`/`get_sm_features`/`get_sm_items`); from anyone
 //!   else `service-unavailable` (ejabberd answers so to whoever has no
@@ -85,6 +86,24 @@ impl Identity {
         }
         el
     }
+}
+
+/// The key under which the [`DiscoRegistry`](super::DiscoRegistry) keeps
+/// the features of `host`'s accounts (ejabberd's `disco_sm_features`),
+/// apart from the host's own.
+fn account_scope(host: &str) -> String {
+    format!("{host}\u{0}accounts")
+}
+
+/// Announces `feature` on the bare JIDs of the host's accounts (as
+/// ejabberd's `disco_sm_features` subscribers do: `msgoffline`, MAM, PEP),
+/// until the module that calls this stops. The host's own features are
+/// announced with [`Services::feature`].
+pub fn account_feature(services: &Services, ctx: &ModuleContext, feature: &'static str) {
+    let key = account_scope(ctx.host());
+    services.disco.add_feature(&key, feature);
+    let disco = services.disco.clone();
+    ctx.on_stop(move || disco.remove_feature(&key, feature));
 }
 
 /// The namespace of data forms (XEP-0004).
@@ -347,7 +366,10 @@ impl Disco {
         } else {
             Vec::new()
         };
-        let features = vec![ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()];
+        let mut features = vec![ns::DISCO_INFO.to_owned(), ns::DISCO_ITEMS.to_owned()];
+        features.extend(self.services.disco.features(&account_scope(&self.host)));
+        features.sort();
+        features.dedup();
         let q = Self::info_query(None, &ids, &features, &[]);
         Some(iq_result(req, Some(q)))
     }
