@@ -50,7 +50,8 @@ pub struct SessionRecord {
     pub resource: String,
     /// Name of the node that holds the session.
     pub node: String,
-    /// Session id, unique on its node.
+    /// Session id: unique on its node, and, being drawn from a random
+    /// start, in practice across the cluster and across restarts.
     pub sid: u64,
     /// Presence priority while available; `None` before the first
     /// available presence and after unavailable (RFC 6121 §8.5: such a
@@ -181,6 +182,19 @@ impl std::fmt::Debug for SessionManager {
     }
 }
 
+/// Where this process's session ids start: random, so that ids are
+/// unique across the nodes of a cluster and across restarts of a node (a
+/// stale record of another node, or of an earlier run of this one, never
+/// names a session of this one).
+fn first_sid() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return now_ms() << 20;
+    }
+    // Headroom: counting up never wraps.
+    (u64::from_le_bytes(b) >> 2).max(1)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -213,7 +227,7 @@ impl SessionManager {
                 table,
                 local: DashMap::new(),
                 shards: RwLock::new(vec![None; shards.max(1)]),
-                next_sid: AtomicU64::new(1),
+                next_sid: AtomicU64::new(first_sid()),
                 cluster: OnceLock::new(),
             }),
         }
