@@ -411,8 +411,33 @@ async fn pre_approval() {
     })
     .await;
 
+    // carol pre-approves alice, then takes it back: the cancellation is
+    // not routed (§3.2.2), and alice's request then reaches carol.
+    let carol = jid("carol");
+    let mut c = login(&ts, "carol", "c", true).await;
+    send_sub(&mut c, &alice, "subscribed").await;
+    wait_for(&mut c, "approved push", |el| {
+        push_of(el, &alice).is_some_and(|(_, _, approved)| approved)
+    })
+    .await;
+    send_sub(&mut c, &alice, "unsubscribed").await;
+    wait_for(&mut c, "approval withdrawn", |el| {
+        push_of(el, &alice).is_some_and(|(s, _, approved)| s == "none" && !approved)
+    })
+    .await;
+    none_of(&mut a, "carol's unsubscribed", |el| {
+        presence_from_bare(el, &carol, Some("unsubscribed"))
+    })
+    .await;
+    send_sub(&mut a, &carol, "subscribe").await;
+    wait_for(&mut c, "the request", |el| {
+        presence_of(el, &alice, Some("subscribe"))
+    })
+    .await;
+
     a.close().await;
     b.close().await;
+    c.close().await;
     ts.stop().await;
 }
 
@@ -762,6 +787,21 @@ fn every_transition_of_appendix_a() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn cancelling_a_pre_approval_is_not_routed() {
+    for (name, mut state) in states() {
+        if state.from || state.pending_in {
+            continue;
+        }
+        state.approved = true;
+        let o = transition(state, Direction::Outbound, SubKind::Unsubscribed);
+        assert!(!o.forward && !o.next.approved, "{name}");
+        // A second `subscribed` keeps it, routing nothing.
+        let o = transition(state, Direction::Outbound, SubKind::Subscribed);
+        assert!(!o.forward && o.next == state, "{name}");
     }
 }
 

@@ -17,15 +17,17 @@
 //! `<sub xmlns='urn:xmpp:features:pre-approval'/>`).
 //!
 //! Choices where the RFC leaves room (as ejabberd, unless said):
-//! - outbound `subscribe`, `unsubscribe` and `unsubscribed` are always
-//!   routed (the contact's server ignores what changes nothing); outbound
-//!   `subscribed` only when it approves a pending request;
+//! - outbound `subscribe`, `unsubscribe` and `unsubscribed` are routed
+//!   also when they change nothing here (the contact's server ignores
+//!   what changes nothing there), except an `unsubscribed` that cancels a
+//!   pre-approval (§3.2.2); outbound `subscribed` only when it approves a
+//!   pending request (§3.1.5, §3.4);
 //! - approving (`subscribed`, also the automatic one for a pre-approved
 //!   or already subscribed contact) is followed by the current presence
 //!   of each of the approver's available resources (§3.1.5); cancelling
 //!   a subscription (`unsubscribed` that removes `from`, inbound
-//!   `unsubscribe` that removes `from`) by `unavailable` from each
-//!   (§3.2.2, §3.3.3);
+//!   `unsubscribe` that removes `from`) comes with `unavailable` from
+//!   each (§3.2.2: before the `unsubscribed`; §3.3.3);
 //! - a subscription stanza to an account that does not exist: `subscribe`
 //!   is answered `unsubscribed` (§3.1.3), the others are dropped.
 //!
@@ -184,7 +186,8 @@ pub fn transition(s: SubState, dir: Direction, kind: SubKind) -> Outcome {
             n.from = false;
             n.pending_in = false;
             n.approved = false;
-            (true, false)
+            // §3.2.2: cancelling a pre-approval is not routed.
+            (!s.approved, false)
         }
         (Direction::Inbound, SubKind::Subscribe) => {
             if s.from {
@@ -321,7 +324,7 @@ async fn outbound_subscription(s: &Services, info: &SessionInfo, mut el: Element
         apply(item, &contact, o.next, None);
         let shown = match kind {
             SubKind::Subscribe => true,
-            SubKind::Subscribed => o.forward,
+            SubKind::Subscribed => o.forward || o.next.approved,
             _ => false,
         };
         if shown {
@@ -336,13 +339,14 @@ async fn outbound_subscription(s: &Services, info: &SessionInfo, mut el: Element
     }
     el.set_attr("from", me.clone());
     el.set_attr("to", contact.clone());
+    // §3.2.2: unavailable while the contact is still subscribed, then the
+    // cancellation.
+    if kind == SubKind::Unsubscribed && SubState::of(before.as_ref()).from {
+        send_unavailable(s, &host, &user, &contact).await;
+    }
     s.router.route(el).await;
-    match kind {
-        SubKind::Subscribed => send_current_presence(s, &host, &user, &contact).await,
-        SubKind::Unsubscribed if SubState::of(before.as_ref()).from => {
-            send_unavailable(s, &host, &user, &contact).await;
-        }
-        _ => {}
+    if kind == SubKind::Subscribed {
+        send_current_presence(s, &host, &user, &contact).await;
     }
 }
 

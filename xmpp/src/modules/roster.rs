@@ -611,8 +611,8 @@ async fn roster_set(
 
 /// RFC 6121 §2.5.2: the item is gone; cancel the subscriptions it held:
 /// `unsubscribe` if the user was subscribed or asking, `unsubscribed`
-/// (then unavailable from the user's resources) if the contact was
-/// subscribed or asking. The contact's server updates its side.
+/// (after unavailable from the user's resources, §3.2.2) if the contact
+/// was subscribed or asking. The contact's server updates its side.
 pub async fn cancel_both_ways(services: &Services, host: &str, user: &str, item: &RosterItem) {
     let me = format!("{user}@{host}");
     let presence = |t: &str| {
@@ -625,21 +625,21 @@ pub async fn cancel_both_ways(services: &Services, host: &str, user: &str, item:
     if item.subscription.has_to() || item.ask {
         services.router.route(presence("unsubscribe")).await;
     }
+    if item.subscription.has_from() {
+        for s in services.sm.sessions_of(host, user) {
+            if s.priority.is_none() {
+                continue;
+            }
+            let u = Element::builder("presence", ns::JABBER_CLIENT)
+                .attr("from", format!("{me}/{}", s.resource))
+                .attr("to", item.jid.clone())
+                .attr("type", "unavailable")
+                .build();
+            services.router.route(u).await;
+        }
+    }
     if item.subscription.has_from() || item.pending_in.is_some() {
         services.router.route(presence("unsubscribed")).await;
-        if item.subscription.has_from() {
-            for s in services.sm.sessions_of(host, user) {
-                if s.priority.is_none() {
-                    continue;
-                }
-                let u = Element::builder("presence", ns::JABBER_CLIENT)
-                    .attr("from", format!("{me}/{}", s.resource))
-                    .attr("to", item.jid.clone())
-                    .attr("type", "unavailable")
-                    .build();
-                services.router.route(u).await;
-            }
-        }
     }
 }
 
