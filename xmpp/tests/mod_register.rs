@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use beamline_runtime::hooks::{Flow, Scope};
 use beamline_xmpp::client::{Client, RawConnection};
-use beamline_xmpp::config::{AccessRuleEntry, Config};
+use beamline_xmpp::config::{AccessRuleEntry, AclConfig, Config};
 use beamline_xmpp::hooks::{Account, REGISTER_USER, REMOVE_USER};
 use beamline_xmpp::modules::DEFAULT_MODULES;
 use beamline_xmpp::sasl::Mechanism;
@@ -209,6 +209,53 @@ async fn denied_by_the_access_rule() {
     let r = try_register(&s, "eve", "pw").await;
     assert_eq!(error_condition(&r), "not-allowed");
     assert!(s.server.users(DOMAIN).await.unwrap().is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn access_rule_by_account_and_by_address() {
+    // Reserved names are refused, others allowed.
+    let s = TestServer::start_with(|c: &mut Config| {
+        let mut reserved = AclConfig::default();
+        reserved.users = vec!["admin".into()];
+        c.acl.insert("reserved".into(), reserved);
+        c.access_rules.insert(
+            "register".into(),
+            vec![
+                AccessRuleEntry::Deny("reserved".into()),
+                AccessRuleEntry::Allow("all".into()),
+            ],
+        );
+        let mut t = toml::Table::new();
+        t.insert("registration_timeout".into(), 0.into());
+        c.modules.insert("mod_register".into(), t);
+    })
+    .await;
+    let (_, _, features) = pre_auth(&s).await;
+    assert!(features.has_child("register", ns::REGISTER_FEATURE));
+    let r = try_register(&s, "admin", "pw").await;
+    assert_eq!(error_condition(&r), "not-allowed");
+    let r = try_register(&s, "karl", "pw").await;
+    assert_eq!(r.attr("type"), Some("result"));
+    s.stop().await;
+
+    // Only from another network: this client (127.0.0.1) may not, and is
+    // not offered registration.
+    let s = TestServer::start_with(|c: &mut Config| {
+        let mut lan = AclConfig::default();
+        lan.ips = vec!["10.0.0.0/8".parse().unwrap()];
+        c.acl.insert("lan".into(), lan);
+        c.access_rules.insert(
+            "register".into(),
+            vec![AccessRuleEntry::Allow("lan".into())],
+        );
+        c.modules.insert("mod_register".into(), toml::Table::new());
+    })
+    .await;
+    let (_, _, features) = pre_auth(&s).await;
+    assert!(!features.has_child("register", ns::REGISTER_FEATURE));
+    let r = try_register(&s, "karl", "pw").await;
+    assert_eq!(error_condition(&r), "not-allowed");
     s.stop().await;
 }
 

@@ -163,7 +163,9 @@ impl Pinger {
             .subscribe_fn(
                 &USER_SEND_PACKET,
                 scope,
-                90,
+                // Early, so that a later subscriber dropping the stanza
+                // does not hide the client's activity.
+                10,
                 Some(cell.clone()),
                 move |info: SessionInfo, acc: Option<Element>| {
                     if let Some(st) = &acc {

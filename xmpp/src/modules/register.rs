@@ -29,8 +29,9 @@
 //! Access rules: `access` (default `"register"`) and `access_remove`
 //! (default `"all"`); the names `all` and `none` mean allow and deny
 //! everyone, another name is an `[access_rules]` rule, and a rule that is
-//! not defined denies. `access` is evaluated on the client's address and
-//! the stream's host only (no user is known yet).
+//! not defined denies. `access` is evaluated on the requested account
+//! (`user@host`) and the client's address; the `<register/>` feature is
+//! offered when it allows the address and host alone.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -201,7 +202,10 @@ impl Register {
         let Ok(user) = NodePart::new(&username).map(|n| n.to_string()) else {
             return err(StanzaErrorCondition::NotAcceptable, "Malformed username");
         };
-        if !self.may_register(ip) {
+        // The account asked for and the address, as ejabberd matches
+        // `access` on the new JID (and `ip_access` on the address).
+        let subject = Subject::user(&user, &self.host).with_ip(ip);
+        if !self.allowed(&self.access, &subject) {
             return err(
                 StanzaErrorCondition::NotAllowed,
                 "Access denied by service policy",
