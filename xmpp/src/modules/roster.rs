@@ -319,8 +319,9 @@ async fn store(
 
 /// Changes one item of `user@host`'s roster: `f` gets the item (`None`
 /// when absent) and may change, create or remove it (`None`, or an item
-/// not worth keeping, deletes it). Runs under the user's lock; afterwards
-/// the interested resources get a roster push if what they see changed.
+/// not worth keeping, deletes it). Runs under the user's lock, as does
+/// the roster push to the interested resources if what they see changed.
+/// `f` must not block.
 /// Returns what `f` returned and the item before and after.
 pub async fn update_item<T>(
     services: &Services,
@@ -329,20 +330,20 @@ pub async fn update_item<T>(
     contact: &str,
     f: impl FnOnce(&mut Option<RosterItem>) -> T,
 ) -> (T, Option<RosterItem>, Option<RosterItem>) {
-    let (out, before, after) = {
-        let _lock = lock_user(host, user).await;
-        let before = get_item(services, host, user, contact).await;
-        let mut item = before.clone();
-        let out = f(&mut item);
-        if let Some(i) = item.as_mut() {
-            contact.clone_into(&mut i.jid);
-        }
-        let item = item.filter(RosterItem::worth_keeping);
-        if item != before {
-            store(services, host, user, contact, item.as_ref()).await;
-        }
-        (out, before, item)
-    };
+    // The push is sent under the lock too, so that pushes leave in the
+    // order of the changes (routing an IQ to the user's own sessions takes
+    // no roster lock).
+    let _lock = lock_user(host, user).await;
+    let before = get_item(services, host, user, contact).await;
+    let mut item = before.clone();
+    let out = f(&mut item);
+    if let Some(i) = item.as_mut() {
+        contact.clone_into(&mut i.jid);
+    }
+    let after = item.filter(RosterItem::worth_keeping);
+    if after != before {
+        store(services, host, user, contact, after.as_ref()).await;
+    }
     let seen_before = before
         .as_ref()
         .filter(|i| i.visible())
