@@ -64,6 +64,16 @@ impl TestNode {
         self.proc = Some(Proc(child));
     }
 
+    /// Sends `sig` (`STOP`, `CONT`) to the process, by PID.
+    fn signal(&self, sig: &str) {
+        let pid = self.proc.as_ref().expect("running").0.id();
+        let status = Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} {pid}");
+    }
+
     fn kill9(&mut self) {
         // Drop kills with SIGKILL and reaps.
         self.proc = None;
@@ -520,4 +530,56 @@ async fn replaced_sessions_and_modules_reach_every_node() {
             n.name
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_is_dropped_then_merged_back_when_it_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), "xc").await;
+    for user in ["frank", "grace"] {
+        nodes[0]
+            .ok(&["register", user, "localhost", "secret"])
+            .await;
+    }
+    let mut frank = User::login(&nodes[0], "frank", "r").await;
+    let mut grace = User::login(&nodes[2], "grace", "r").await;
+    for u in [&mut frank, &mut grace] {
+        u.send_presence(None, None).await;
+    }
+    befriend(&mut frank, &mut grace).await;
+    chat_round(&mut frank, &mut grace, "warm", 20).await;
+
+    // Grace's node stops answering: after the heartbeat timeout (3 s)
+    // the others drop its sessions, and frank sees her go offline.
+    let frozen = Instant::now();
+    nodes[2].signal("STOP");
+    frank
+        .presence("grace@localhost/r", Some("unavailable"))
+        .await;
+    eprintln!("grace unavailable {:?} after SIGSTOP", frozen.elapsed());
+    for n in &nodes[..2] {
+        wait_for(
+            &format!("{} drops the frozen node's session", n.name),
+            Duration::from_secs(10),
+            || async { n.cluster_sessions().await == Some(1) },
+        )
+        .await;
+    }
+
+    // It continues: it rejoins by itself, its session rows come back
+    // everywhere, and grace (still connected) chats again.
+    let cont = Instant::now();
+    nodes[2].signal("CONT");
+    for n in &nodes {
+        wait_for(
+            &format!("{} has both sessions again", n.name),
+            Duration::from_secs(30),
+            || async { n.cluster_sessions().await == Some(2) },
+        )
+        .await;
+    }
+    eprintln!("rows merged back {:?} after SIGCONT", cont.elapsed());
+    grace.send_presence(None, None).await;
+    frank.presence("grace@localhost/r", None).await;
+    chat_round(&mut frank, &mut grace, "thawed", 50).await;
 }
