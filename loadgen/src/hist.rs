@@ -140,13 +140,16 @@ impl Histogram {
     }
 
     /// The value at quantile `q` (0..=1): the smallest bucket holding the
-    /// `ceil(q * count)`-th value, never above the exact maximum; 0 when
-    /// empty.
+    /// `ceil(q * count)`-th value, never above the exact maximum (the
+    /// last value is the maximum itself); 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
         if self.count == 0 {
             return 0;
         }
         let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        if rank == self.count {
+            return self.max;
+        }
         let mut seen = 0;
         for (i, c) in self.counts.iter().enumerate() {
             seen += c;

@@ -165,7 +165,10 @@ fn validate(a: &Args) -> Result<(), String> {
 /// without TLS (the in-memory transport counts as loopback), the default
 /// modules, `domain` as the only host.
 pub async fn start_in_memory_server(args: &Args) -> Result<(Server, std::path::PathBuf), String> {
-    let dir = std::env::temp_dir().join(format!("beamline-loadgen-{}", std::process::id()));
+    // Actor names are process-wide: one node name per server.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("beamline-loadgen-{}-{n}", std::process::id()));
     let mut config = Config::default();
     config.storage.data_dir = dir.clone();
     config.listeners = Vec::new();
@@ -174,7 +177,8 @@ pub async fn start_in_memory_server(args: &Args) -> Result<(Server, std::path::P
     config.auth.scram_iterations = 4096;
     let server = Server::start(
         config,
-        ServerOptions::in_memory().node_name(format!("loadgen{}@localhost", std::process::id())),
+        ServerOptions::in_memory()
+            .node_name(format!("loadgen{}-{n}@localhost", std::process::id())),
     )
     .await
     .map_err(|e| format!("starting the in-memory server: {e}"))?;

@@ -1,0 +1,275 @@
+//! The load generator's functional tests: small runs, in memory and over
+//! TCP against a server started here, that must deliver every message
+//! exactly once and report what a user of the tool reads.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use beamline_loadgen::args::Args;
+use beamline_xmpp::config::{Config, ListenerConfig, ListenerKind, StartTls};
+use beamline_xmpp::server::{Server, ServerOptions};
+use clap::Parser;
+use serde_json::Value;
+
+/// Limit of a whole run.
+const RUN: Duration = Duration::from_secs(120);
+
+async fn run(flags: &[&str]) -> Value {
+    let mut argv = vec!["beamline-loadgen", "--quiet"];
+    argv.extend_from_slice(flags);
+    let args = Args::try_parse_from(argv).unwrap();
+    tokio::time::timeout(RUN, beamline_loadgen::run(args))
+        .await
+        .expect("the run took too long")
+        .unwrap()
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// Every message arrived once, and the summary says so.
+fn assert_all_delivered(s: &Value, senders: u64) {
+    let m = &s["phases"]["messaging"];
+    assert_eq!(u(&m["senders"]), senders, "{m}");
+    assert!(u(&m["sent"]) > 0, "{m}");
+    assert_eq!(m["delivered"], m["sent"], "{m}");
+    assert_eq!(u(&m["lost"]), 0, "{m}");
+    assert_eq!(u(&m["duplicated"]), 0, "{m}");
+    assert_eq!(u(&m["bounced"]), 0, "{m}");
+    let lat = &m["latency_ms"];
+    assert_eq!(lat["count"], m["delivered"]);
+    for q in ["p50", "p90", "p99", "max"] {
+        assert!(lat[q].as_f64().unwrap() >= 0.0, "{q} in {lat}");
+    }
+    assert!(lat["p50"].as_f64() <= lat["p99"].as_f64());
+    assert!(lat["p99"].as_f64() <= lat["max"].as_f64());
+    let per_second = m["per_second"].as_array().unwrap();
+    let delivered: u64 = per_second.iter().map(|x| u(&x["delivered"])).sum();
+    assert_eq!(delivered, u(&m["delivered"]));
+}
+
+fn assert_sessions(s: &Value, users: u64) {
+    let login = &s["phases"]["login"];
+    assert_eq!(u(&login["attempted"]), users, "{login}");
+    assert_eq!(u(&login["ok"]), users, "{login}");
+    assert_eq!(u(&login["failed"]), 0, "{login}");
+    assert!(login["per_s"].as_f64().unwrap() > 0.0);
+    assert!(login["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    let logout = &s["phases"]["logout"];
+    assert_eq!(u(&logout["ok"]), users, "{logout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_fifty_users_ten_senders_deliver_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("run.svg");
+    let json = dir.path().join("run.json");
+    let s = run(&[
+        "--in-memory",
+        "--users",
+        "50",
+        "--senders",
+        "10",
+        "--rate",
+        "200",
+        "--duration",
+        "1.5",
+        "--hold",
+        "0.2",
+        "--svg",
+        svg.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(s["target"]["mode"], "in-memory");
+    assert_eq!(s["users"], 50);
+    assert_eq!(u(&s["provisioning"]["created"]), 50);
+    assert_sessions(&s, 50);
+    assert_all_delivered(&s, 10);
+    assert_eq!(s["phases"]["messaging"]["mode"], "fixed-rate");
+    // Memory and CPU of this process, sampled at the phase boundaries.
+    let r = &s["resources"];
+    assert!(r["rss_bytes_per_session"].is_i64(), "{r}");
+    assert!(r["cpu_ms_per_1000_logins"].is_f64(), "{r}");
+    assert_eq!(r["samples"].as_array().unwrap().len(), 5);
+    // The same summary in the file, and a chart.
+    let from_file: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        from_file["phases"]["messaging"]["sent"],
+        s["phases"]["messaging"]["sent"]
+    );
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("one-way message latency"));
+    assert!(chart.contains("<polyline"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_closed_loop_with_plain() {
+    let s = run(&[
+        "--in-memory",
+        "--users",
+        "20",
+        "--senders",
+        "5",
+        "--window",
+        "2",
+        "--duration",
+        "1",
+        "--hold",
+        "0",
+        "--mechanism",
+        "plain",
+    ])
+    .await;
+    assert_eq!(s["target"]["mechanism"], "PLAIN");
+    assert_sessions(&s, 20);
+    assert_all_delivered(&s, 5);
+    assert_eq!(s["phases"]["messaging"]["mode"], "closed-loop");
+}
+
+/// A server with one `c2s` listener (STARTTLS optional, so SCRAM without
+/// TLS works too) on port 0, and `users` accounts `tcpN`/`secret`.
+async fn tcp_server(users: usize) -> (Server, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().to_path_buf();
+    let mut l = ListenerConfig::new(ListenerKind::C2s, IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    l.max_connections_per_ip = 1000;
+    l.starttls = Some(StartTls::Optional);
+    config.listeners = vec![l];
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let options = ServerOptions::in_memory().node_name(format!("lgtest{n}@localhost"));
+    let server = tokio::time::timeout(RUN, Server::start(config, options))
+        .await
+        .unwrap()
+        .unwrap();
+    for i in 0..users {
+        server
+            .register(&format!("tcp{i}"), "localhost", "secret")
+            .await
+            .unwrap();
+    }
+    let addr = server.listener_addr(ListenerKind::C2s).unwrap();
+    (server, addr, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_twenty_users_with_starttls_and_scram_over_three_source_addresses() {
+    let (server, addr, _dir) = tcp_server(20).await;
+    let addr = addr.to_string();
+    let pid = std::process::id().to_string();
+    let s = run(&[
+        "--server",
+        &addr,
+        "--users",
+        "20",
+        "--user-prefix",
+        "tcp",
+        "--password",
+        "secret",
+        "--starttls",
+        "--source-addrs",
+        "3",
+        "--senders",
+        "5",
+        "--rate",
+        "100",
+        "--duration",
+        "1",
+        "--hold",
+        "0.2",
+        "--server-pid",
+        &pid,
+    ])
+    .await;
+    assert_eq!(s["target"]["mode"], "tcp");
+    assert_eq!(s["target"]["starttls"], true);
+    assert_eq!(s["target"]["source_addresses"], 3);
+    assert_sessions(&s, 20);
+    assert_all_delivered(&s, 5);
+    assert!(s["resources"]["process"].as_str().unwrap().contains(&pid));
+    assert!(
+        server.connected_users().is_empty(),
+        "every session logged out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_wrong_password_is_counted_by_reason() {
+    let (_server, addr, _dir) = tcp_server(3).await;
+    let addr = addr.to_string();
+    let s = run(&[
+        "--server",
+        &addr,
+        "--users",
+        "3",
+        "--user-prefix",
+        "tcp",
+        "--password",
+        "wrong",
+        "--hold",
+        "0",
+    ])
+    .await;
+    let login = &s["phases"]["login"];
+    assert_eq!(u(&login["ok"]), 0);
+    assert_eq!(
+        u(&login["failures"]["sasl failure not-authorized"]),
+        3,
+        "{login}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_users_split_over_worker_processes() {
+    let (server, addr, _dir) = tcp_server(20).await;
+    let addr = addr.to_string();
+    // The binary, which runs itself again as its workers.
+    let out = tokio::time::timeout(
+        RUN,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_beamline-loadgen"))
+            .args([
+                "--quiet",
+                "--server",
+                &addr,
+                "--users",
+                "20",
+                "--user-prefix",
+                "tcp",
+                "--password",
+                "secret",
+                "--sessions-per-process",
+                "8",
+                "--senders",
+                "4",
+                "--rate",
+                "80",
+                "--duration",
+                "1",
+                "--drain",
+                "2",
+                "--hold",
+                "0",
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["target"]["processes"], 3);
+    assert_sessions(&s, 20);
+    assert_all_delivered(&s, 4);
+    assert!(server.connected_users().is_empty());
+}
