@@ -302,6 +302,9 @@ async fn features_follow_modules_stopped_and_started() {
     s.stop().await;
 }
 
+/// An extended form: its FORM_TYPE and its other fields with values.
+type Form = (String, Vec<(String, Vec<String>)>);
+
 /// XEP-0115 §5.1 computed here, independently of the server's code
 /// (identities without xml:lang, as the server's are).
 fn ver_of(reply: &Element) -> String {
@@ -318,7 +321,7 @@ fn ver_of(reply: &Element) -> String {
         s.push('<');
     }
     let query = reply.get_child("query", ns::DISCO_INFO).unwrap();
-    let mut forms: Vec<(String, Vec<(String, Vec<String>)>)> = query
+    let mut forms: Vec<Form> = query
         .children()
         .filter(|c| c.is("x", "jabber:x:data"))
         .map(|x| {
