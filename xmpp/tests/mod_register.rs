@@ -340,11 +340,29 @@ async fn change_password_then_cancel() {
     assert!(old.is_err(), "old password refused");
     let other = s.login("judy", "new", Some("other")).await;
 
-    // Cancel: the result, then both sessions end and the account is gone.
+    // Incomplete: bad-request, and the password stays.
+    let r = judy
+        .iq(register_iq(
+            "set",
+            "p2",
+            &[("username", "judy"), ("password", "")],
+            false,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(error_condition(&r), "bad-request");
+    // `<remove/>` with other children: bad-request.
+    let r = judy
+        .iq(register_iq("set", "c0", &[("username", "judy")], true))
+        .await
+        .unwrap();
+    assert_eq!(error_condition(&r), "bad-request");
+
+    // Cancel: the result, then every session ends and the account is gone.
     let (mut judy2, tcp) = s.login_probed("judy", "new", Some("r2")).await;
     let r = judy2.iq(register_iq("set", "c1", &[], true)).await.unwrap();
     assert_eq!(r.attr("type"), Some("result"));
-    expect_client_stream_error(&mut judy2, &tcp, "policy-violation").await;
+    expect_client_stream_error(&mut judy2, &tcp, "not-authorized").await;
     assert_eq!(s.server.users(DOMAIN).await.unwrap(), vec!["mallory"]);
     assert_eq!(removed.load(Ordering::SeqCst), 1, "remove_user ran");
     support::wait_sessions(&s.server, 0).await;

@@ -20,11 +20,13 @@
 //! user's own bare JID, or without `to`):
 //! - `get` answers the form with `<registered/>` and the user name;
 //! - `set` with the user's own name and a new password changes it
-//!   (another name: `not-allowed`);
-//! - `set` with `<remove/>` (if `access_remove` allows the user) answers
-//!   the result, removes the account and its data, closes its sessions
-//!   (`policy-violation`, "Account removed") and runs `remove_user`, as
-//!   `beamline ctl unregister` does.
+//!   (another name: `not-allowed`; a field missing or empty:
+//!   `bad-request`, XEP-0077 §3.3);
+//! - `set` with `<remove/>` alone (else `bad-request`), if `access_remove`
+//!   allows the user (else `forbidden`), answers the result, removes the
+//!   account and its data, closes its sessions with the stream error
+//!   `not-authorized` (XEP-0077 §3.2; text "Account removed") and runs
+//!   `remove_user`, as `beamline ctl unregister` does.
 //!
 //! Access rules: `access` (default `"register"`) and `access_remove`
 //! (default `"all"`); the names `all` and `none` mean allow and deny
@@ -271,17 +273,25 @@ impl Register {
         };
         match req.attr("type") {
             Some("get") => Some(iq_result(&req, Some(form(Some(&user))))),
-            Some("set") if q.has_child("remove", ns::REGISTER) => self.remove(&req, &user).await,
+            Some("set") if q.has_child("remove", ns::REGISTER) => {
+                // XEP-0077 §3.2: `<remove/>` must be the only child.
+                if q.children().count() != 1 {
+                    return iq_error(&req, StanzaErrorCondition::BadRequest);
+                }
+                self.remove(&req, &user).await
+            }
             Some("set") => self.change_password(&req, q, &user).await,
             _ => iq_error(&req, StanzaErrorCondition::BadRequest),
         }
     }
 
     async fn change_password(&self, req: &Element, q: &Element, user: &str) -> Option<Element> {
+        // XEP-0077 §3.3: incomplete information is bad-request, and an
+        // empty password never replaces the current one.
         let (Some(username), Some(password)) = (field(q, "username"), field(q, "password")) else {
             return iq_error_text(
                 req,
-                StanzaErrorCondition::NotAcceptable,
+                StanzaErrorCondition::BadRequest,
                 "A username and a password are required",
             );
         };
@@ -339,8 +349,9 @@ impl Register {
         self.services.router.route(iq_result(req, None)).await;
         for s in self.services.sm.sessions_of(&self.host, user) {
             if let Some(local) = self.services.sm.local(s.sid) {
+                // XEP-0077 §3.2: a `<not-authorized/>` stream error.
                 let _ = local.actor.cast(C2sMsg::Kick {
-                    condition: StreamErrorCondition::PolicyViolation,
+                    condition: StreamErrorCondition::NotAuthorized,
                     text: Some("Account removed".to_owned()),
                 });
             }
