@@ -579,7 +579,17 @@ async fn a_frozen_node_is_dropped_then_merged_back_when_it_continues() {
         .await;
     }
     eprintln!("rows merged back {:?} after SIGCONT", cont.elapsed());
-    grace.send_presence(None, None).await;
+    // Frank is told her presence again (she sent nothing).
     frank.presence("grace@localhost/r", None).await;
+    eprintln!(
+        "frank saw grace available {:?} after SIGCONT",
+        cont.elapsed()
+    );
     chat_round(&mut frank, &mut grace, "thawed", 50).await;
+    // Her node had lost frank's node the same way (its connections were
+    // cut): she was told he went offline, and then that he is back.
+    grace
+        .presence("frank@localhost/r", Some("unavailable"))
+        .await;
+    grace.presence("frank@localhost/r", None).await;
 }

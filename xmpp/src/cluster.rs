@@ -33,7 +33,9 @@
 //!   does: `<presence type='unavailable'/>` through `user_send_packet`
 //!   (where the presence module tells the contacts) for those that were
 //!   available, and `sm_remove_connection` for all. The lost node's users
-//!   can log in anywhere at once (their rows are gone).
+//!   can log in anywhere at once (their rows are gone). If the node was
+//!   only cut off and its rows come back when it rejoins, the node that
+//!   logged them out announces them again (their last presence).
 //! - **Modules.** Starting, stopping or reloading a module at runtime is
 //!   applied locally and sent to every other node's service
 //!   (`xmpp.node.<name>`), which applies it there. Every node reads the
@@ -41,10 +43,9 @@
 //!   compare their hosts and log an error when they differ.
 //!
 //! On a partition each side purges the other's sessions (and tells the
-//! contacts on its side that those users went offline); when it heals the
-//! rows come back, the users stay connected, and their contacts learn of
-//! them again with their next presence (see docs/xmpp-server.md,
-//! "Cluster").
+//! contacts that those users went offline); when it heals the rows come
+//! back, the users stayed connected, and the contacts are told their last
+//! presence again (see docs/xmpp-server.md, "Cluster").
 //!
 //! [`ServerOptions::delivery_shards`]: crate::server::ServerOptions::delivery_shards
 
@@ -66,7 +67,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ClusterConfig;
-use crate::hooks::{SM_REMOVE_CONNECTION, SessionInfo, USER_SEND_PACKET};
+use crate::hooks::{SM_REGISTER_CONNECTION, SM_REMOVE_CONNECTION, SessionInfo, USER_SEND_PACKET};
 use crate::jid::FullJid;
 use crate::ns;
 use crate::router::Router;
@@ -749,37 +750,104 @@ fn is_cleaner(node: &Node) -> bool {
     node.members().iter().all(|m| m.as_str() >= me)
 }
 
+/// What the session table watcher sees of other nodes' rows.
+enum Seen {
+    /// A row of a node that is down was purged.
+    Lost(SessionRecord),
+    /// A row of another node appeared (a login there, or a row merged
+    /// back when its node came up again).
+    Appeared(SessionRecord),
+}
+
+/// How long a logged-out lost session is remembered, to be announced
+/// again if its node comes back with it (a partition that healed).
+const ANNOUNCED_TTL: Duration = Duration::from_secs(3600);
+
 /// Watches the session table for rows of a lost node being purged and,
-/// on one survivor, runs the logout path for them.
+/// on one survivor, runs the logout path for them; if such a row comes
+/// back (its node was cut off, not dead, and the rows were merged when it
+/// rejoined), the node that logged it out announces it again: its last
+/// presence through `user_send_packet` and `sm_register_connection`.
 fn watch_lost_sessions(
     node: Node,
     sm: &SessionManager,
     hooks: Hooks,
 ) -> tokio::task::JoinHandle<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SessionRecord>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
     let me = node.name().to_owned();
     let watcher = node.clone();
     sm.table().subscribe(move |ev| {
-        if let TableEvent::Delete { old, .. } = ev {
-            for rec in old {
+        match ev {
+            TableEvent::Delete { old, .. } => old
+                .iter()
                 // A row of another node that is down: purged, not a logout
                 // (a logout is deleted while its node is up).
-                if rec.node != me && !watcher.is_up(&rec.node) && tx.send(rec.clone()).is_err() {
-                    return false;
+                .filter(|rec| rec.node != me && !watcher.is_up(&rec.node))
+                .all(|rec| tx.send(Seen::Lost(rec.clone())).is_ok()),
+            TableEvent::Write { new, old, .. } if old.is_empty() && new.node != me => {
+                tx.send(Seen::Appeared(new.clone())).is_ok()
+            }
+            TableEvent::Write { .. } => true,
+        }
+    });
+    tokio::spawn(async move {
+        let mut announced: std::collections::HashMap<(String, u64), std::time::Instant> =
+            std::collections::HashMap::new();
+        while let Some(seen) = rx.recv().await {
+            match seen {
+                Seen::Lost(rec) => {
+                    if !is_cleaner(&node) {
+                        continue;
+                    }
+                    let Some(jid) = rec.full_jid() else { continue };
+                    logout_lost(&hooks, &rec, jid).await;
+                    announced.retain(|_, at| at.elapsed() < ANNOUNCED_TTL);
+                    announced.insert((rec.node.clone(), rec.sid), std::time::Instant::now());
+                }
+                Seen::Appeared(rec) => {
+                    if announced.remove(&(rec.node.clone(), rec.sid)).is_none() {
+                        continue;
+                    }
+                    let Some(jid) = rec.full_jid() else { continue };
+                    login_back(&hooks, &rec, jid).await;
                 }
             }
         }
-        true
-    });
-    tokio::spawn(async move {
-        while let Some(rec) = rx.recv().await {
-            if !is_cleaner(&node) {
-                continue;
-            }
-            let Some(jid) = rec.full_jid() else { continue };
-            logout_lost(&hooks, &rec, jid).await;
-        }
     })
+}
+
+/// A session logged out by [`logout_lost`] is back (its node rejoined):
+/// `sm_register_connection`, then its last available presence through
+/// `user_send_packet`, so that the contacts told it went offline see it
+/// again.
+async fn login_back(hooks: &Hooks, rec: &SessionRecord, jid: FullJid) {
+    tracing::debug!(%jid, node = %rec.node, "session of a lost node is back");
+    let info = SessionInfo {
+        jid: jid.clone(),
+        ip: None,
+    };
+    let _ = hooks
+        .run(
+            &SM_REGISTER_CONNECTION,
+            Scope::Host(&rec.host),
+            info.clone(),
+        )
+        .await;
+    if rec.priority.is_none() {
+        return;
+    }
+    let mut dec = None;
+    let Some(mut el) = rec
+        .presence
+        .as_deref()
+        .and_then(|p| decode(&mut dec, p.as_bytes()))
+    else {
+        return;
+    };
+    el.set_attr("from", jid.to_string());
+    let _ = hooks
+        .run_fold(&USER_SEND_PACKET, Scope::Host(&rec.host), Some(el), info)
+        .await;
 }
 
 /// What a logout does, for a session whose node is gone: unavailable
