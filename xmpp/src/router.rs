@@ -277,7 +277,14 @@ impl Router {
             .unwrap_or("normal");
 
         if let Some(resource) = to.resource() {
-            if let Some(s) = sessions.iter().find(|s| s.resource == resource.as_str()) {
+            // The newest session of the resource: one that replaced an
+            // older one on another node can share the table with it until
+            // that node has closed the old one.
+            if let Some(s) = sessions
+                .iter()
+                .filter(|s| s.resource == resource.as_str())
+                .max_by_key(|s| (s.started_ms, s.node == self.inner.sm.node()))
+            {
                 self.deliver(s, stanza);
                 return;
             }
