@@ -281,3 +281,37 @@ async fn ping_options_checked_and_interval_secs_accepted() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn pings_start_for_sessions_already_there() {
+    let s = server().await;
+    let mut alice = s.login("alice", "secret", Some("r")).await;
+    s.server
+        .stop_module(Some(DOMAIN), "mod_ping")
+        .await
+        .unwrap();
+    let opts = serde_json::Map::from_iter([
+        ("send_pings".to_owned(), true.into()),
+        ("ping_interval".to_owned(), 1.into()),
+        ("ping_ack_timeout".to_owned(), 1.into()),
+    ]);
+    s.server
+        .start_module(Some(DOMAIN), "mod_ping", opts)
+        .await
+        .unwrap();
+    let ping = next_ping(&mut alice).await;
+    alice.send(&pong(&ping)).await.unwrap();
+    // Stopped: no more pings.
+    s.server
+        .stop_module(Some(DOMAIN), "mod_ping")
+        .await
+        .unwrap();
+    // A ping may have been on its way when the module stopped.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while let Ok(el) = alice.recv_timeout(Duration::from_millis(100)).await {
+        assert!(el.has_child("ping", ns::PING));
+    }
+    assert!(alice.recv_timeout(Duration::from_secs(3)).await.is_err());
+    alice.close().await.unwrap();
+    s.stop().await;
+}

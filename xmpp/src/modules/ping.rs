@@ -73,10 +73,11 @@ struct Pinger {
 }
 
 impl Pinger {
+    /// Notes activity of a tracked session (sessions are added when they
+    /// bind, so a stanza racing with the session's end adds nothing back).
     fn touch(&self, jid: &FullJid, stanza: &Element) {
-        let now = Instant::now();
         if let Some(mut t) = self.sessions.get_mut(jid) {
-            t.last = now;
+            t.last = Instant::now();
             let answered = stanza.name() == "iq"
                 && matches!(stanza.attr("type"), Some("result" | "error"))
                 && t.pending
@@ -85,14 +86,6 @@ impl Pinger {
             if answered {
                 t.pending = None;
             }
-        } else {
-            self.sessions.insert(
-                jid.clone(),
-                Track {
-                    last: now,
-                    pending: None,
-                },
-            );
         }
     }
 
