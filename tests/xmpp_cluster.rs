@@ -360,7 +360,9 @@ async fn users_on_three_nodes_chat_and_survive_a_killed_node() {
     befriend(&mut alice, &mut carol).await;
 
     // Both directions, three pairs of nodes, in order.
+    let t = Instant::now();
     chat_round(&mut alice, &mut bob, "ab", 200).await;
+    eprintln!("400 messages between two nodes in {:?}", t.elapsed());
     chat_round(&mut bob, &mut carol, "bc", 100).await;
     chat_round(&mut carol, &mut alice, "ca", 100).await;
     // To the bare JID too (the available resource gets it).
