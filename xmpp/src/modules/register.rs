@@ -219,6 +219,16 @@ impl Register {
                 "Users are not allowed to register accounts so quickly",
             );
         }
+        // A taken name is refused before the costly key derivation: a
+        // conflict does not use up the address's slot, so it must stay
+        // cheap to answer.
+        if matches!(
+            self.services.backend.credentials(&self.host, &user).await,
+            Ok(Some(_))
+        ) {
+            self.release(ip);
+            return err(StanzaErrorCondition::Conflict, "The username is taken");
+        }
         let Some(creds) = self.credentials(password).await else {
             self.release(ip);
             return err(
