@@ -41,6 +41,13 @@ pub struct Args {
     /// through its in-memory transport (no sockets); `--server` is unused.
     #[arg(long)]
     pub in_memory: bool,
+    /// With `--in-memory`: drop each client as soon as it has logged in and
+    /// sent its presence, keeping only its end of the in-memory connection
+    /// open, so that the process's memory growth is the server's sessions
+    /// (plus the transport buffers) alone. No messaging then; logout drops
+    /// the connections.
+    #[arg(long, requires = "in_memory")]
+    pub detach_clients: bool,
     /// The XMPP domain of the users.
     #[arg(long, default_value = "localhost")]
     pub domain: String,

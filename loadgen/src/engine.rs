@@ -15,6 +15,10 @@ use beamline_xmpp::sasl::client::ScramCache;
 use beamline_xmpp::server::Server;
 use beamline_xmpp::{BareJid, Element, ns};
 use serde::{Deserialize, Serialize};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
@@ -234,7 +238,10 @@ impl Connector {
 struct Ctx {
     args: Arc<Args>,
     connector: Connector,
-    cache: ScramCache,
+    /// `--detach-clients`: where the transports of dropped clients stay
+    /// open.
+    kept: Option<Arc<Mutex<Vec<DuplexStream>>>>,
+    cache: Option<ScramCache>,
     tls: Option<Arc<rustls::ClientConfig>>,
     counters: Arc<Counters>,
 }
@@ -243,6 +250,66 @@ struct Ctx {
 pub struct Engine {
     ctx: Arc<Ctx>,
     sessions: Vec<Option<Client>>,
+    /// Users of this slice with a session (with or without a client).
+    online: Vec<bool>,
+}
+
+/// The client's end of an in-memory connection that, when the client is
+/// dropped, stays open in a keeper instead of closing: the server's
+/// session lives on without any client state (`--detach-clients`).
+struct Kept {
+    inner: Option<DuplexStream>,
+    keeper: Arc<Mutex<Vec<DuplexStream>>>,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(s) = self.inner.take()
+            && let Ok(mut k) = self.keeper.lock()
+        {
+            k.push(s);
+        }
+    }
+}
+
+impl AsyncRead for Kept {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(s) => Pin::new(s).poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for Kept {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.inner.as_mut() {
+            Some(s) => Pin::new(s).poll_write(cx, buf),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(s) => Pin::new(s).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(s) => Pin::new(s).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
 }
 
 /// A short reason for a failed login or logout, to count failures by.
@@ -332,8 +399,10 @@ impl Ctx {
         let mut c = ClientConfig::new(jid, a.password.clone(), a.server)
             .with_resource(a.resource.clone())
             .with_tls(tls)
-            .with_mechanisms(mechanisms)
-            .with_scram_cache(self.cache.clone());
+            .with_mechanisms(mechanisms);
+        if let Some(cache) = &self.cache {
+            c = c.with_scram_cache(cache.clone());
+        }
         c.tls_client_config = self.tls.clone();
         c.step_timeout = secs(a.step_timeout);
         c.connect_timeout = secs(a.step_timeout);
@@ -341,8 +410,9 @@ impl Ctx {
         Ok(c)
     }
 
-    /// Connects, logs in and sends the initial presence.
-    async fn login_one(&self, g: u64) -> Result<Client, String> {
+    /// Connects, logs in and sends the initial presence; `None` when the
+    /// client was detached.
+    async fn login_one(&self, g: u64) -> Result<Option<Client>, String> {
         let cfg = self.client_config(g)?;
         let client = match &self.connector {
             Connector::Memory(server) => {
@@ -350,7 +420,16 @@ impl Ctx {
                     .connect_in_memory()
                     .await
                     .map_err(|e| format!("in-memory connect: {e}"))?;
-                Client::connect_with_stream(s, cfg).await
+                match &self.kept {
+                    Some(keeper) => {
+                        let s = Kept {
+                            inner: Some(s),
+                            keeper: keeper.clone(),
+                        };
+                        Client::connect_with_stream(s, cfg).await
+                    }
+                    None => Client::connect_with_stream(s, cfg).await,
+                }
             }
             Connector::Tcp { addr, sources } => {
                 let s = tcp_connect(*addr, sources, g, cfg.connect_timeout)
@@ -361,7 +440,8 @@ impl Ctx {
         };
         let mut client = client.map_err(|e| reason(&e))?;
         client.send_presence().await.map_err(|e| reason(&e))?;
-        Ok(client)
+        // Detached: the client goes, its connection stays (in `kept`).
+        Ok(self.kept.is_none().then_some(client))
     }
 }
 
@@ -561,30 +641,25 @@ impl Engine {
         };
         Ok(Engine {
             ctx: Arc::new(Ctx {
+                kept: (args.in_memory && args.detach_clients)
+                    .then(|| Arc::new(Mutex::new(Vec::new()))),
+                // Detached clients keep nothing, not even a cache entry
+                // (which saves nothing on a first login anyway: every
+                // account has its own salt).
+                cache: (!args.detach_clients).then(ScramCache::new),
                 args,
                 connector,
-                cache: ScramCache::new(),
                 tls,
                 counters: Arc::new(Counters::default()),
             }),
             sessions: Vec::new(),
+            online: Vec::new(),
         })
     }
 
     /// The live counters.
     pub fn counters(&self) -> Arc<Counters> {
         self.ctx.counters.clone()
-    }
-
-    /// Sessions logged in now.
-    pub fn online(&self) -> u64 {
-        self.sessions.iter().filter(|s| s.is_some()).count() as u64
-    }
-
-    /// Drops every client without closing its stream (the server sees the
-    /// connections end).
-    pub fn drop_sessions(&mut self) {
-        self.sessions.clear();
     }
 
     /// The login phase: every session connects, authenticates, binds and
@@ -626,6 +701,7 @@ impl Engine {
         });
         let mut raw = SessionPhaseRaw::default();
         self.sessions = (0..n).map(|_| None).collect();
+        self.online = vec![false; n as usize];
         while let Some((i, r, latency)) = rx.recv().await {
             raw.attempted += 1;
             match r {
@@ -636,7 +712,8 @@ impl Engine {
                     let s = second(&mut raw.per_second, start.elapsed());
                     s.count += 1;
                     s.latency.record(us);
-                    self.sessions[i as usize] = Some(client);
+                    self.sessions[i as usize] = client;
+                    self.online[i as usize] = true;
                 }
                 Err(reason) => raw.fail(reason),
             }
@@ -650,10 +727,10 @@ impl Engine {
         }
         raw.elapsed_ms = start.elapsed().as_millis() as u64;
         raw.offline = self
-            .sessions
+            .online
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.is_none())
+            .filter(|(_, s)| !**s)
             .map(|(i, _)| self.ctx.args.slice_start + i as u64)
             .collect();
         raw
@@ -746,6 +823,9 @@ impl Engine {
         let a = self.ctx.args.clone();
         let start = Instant::now();
         let deadline = start + secs(a.logout_timeout);
+        if let (Some(kept), Connector::Memory(server)) = (&self.ctx.kept, &self.ctx.connector) {
+            return detached_logout(kept, server, &self.ctx.counters, start, deadline).await;
+        }
         let sem = Arc::new(Semaphore::new(a.login_concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for client in self.sessions.drain(..).flatten() {
@@ -781,6 +861,39 @@ impl Engine {
         raw.elapsed_ms = start.elapsed().as_millis() as u64;
         raw
     }
+}
+
+/// Logout of detached sessions: their connections end (no stream close:
+/// there is no client to send it) and the server cleans up; done when it
+/// holds no session, or at `deadline`.
+async fn detached_logout(
+    kept: &Mutex<Vec<DuplexStream>>,
+    server: &Server,
+    counters: &Counters,
+    start: Instant,
+    deadline: Instant,
+) -> SessionPhaseRaw {
+    let streams = std::mem::take(&mut *kept.lock().unwrap_or_else(|e| e.into_inner()));
+    let n = streams.len() as u64;
+    drop(streams);
+    while server.sessions().local_count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = server.sessions().local_count() as u64;
+    counters.logged_out.fetch_add(n, Ordering::Relaxed);
+    let mut raw = SessionPhaseRaw {
+        attempted: n,
+        ok: n.saturating_sub(left),
+        elapsed_ms: start.elapsed().as_millis() as u64,
+        ..SessionPhaseRaw::default()
+    };
+    if left > 0 {
+        raw.failures.insert(
+            "session still on the server at the phase time limit".into(),
+            left,
+        );
+    }
+    raw
 }
 
 #[cfg(test)]

@@ -271,7 +271,10 @@ pub async fn run(args: Args) -> Result<Value, String> {
 
     // Messaging.
     let offline: Vec<u64> = login.offline.clone();
-    let messaging = if args.senders > 0 {
+    if args.detach_clients && args.senders > 0 {
+        notes.push("no messaging with --detach-clients (there are no clients to send)".into());
+    }
+    let messaging = if args.senders > 0 && !args.detach_clients {
         progress.phase("messaging");
         let closed = args.rate <= 0.0;
         let limit = secs(args.duration + args.drain) + Duration::from_secs(60);
@@ -427,7 +430,9 @@ fn summary(args: &Args, p: &SummaryParts<'_>) -> Value {
         })
     });
     let mut notes = p.notes.clone();
-    if args.in_memory {
+    if args.detach_clients {
+        notes.push("in-memory with detached clients: each client was dropped once logged in, its end of the connection kept open, so the per-session RSS is the server's sessions and the in-memory transport buffers (plus at most login_concurrency clients in flight, and allocator slack)".into());
+    } else if args.in_memory {
         notes.push("in-memory: RSS and CPU are this whole process, so the client side (one Client per session: decoder and write buffers, JIDs) is included in the per-session figures; they are an upper bound of the server's share".into());
     }
     json!({
@@ -435,6 +440,7 @@ fn summary(args: &Args, p: &SummaryParts<'_>) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "target": {
             "mode": if args.in_memory { "in-memory" } else { "tcp" },
+            "detached_clients": args.detach_clients,
             "server": if args.in_memory { Value::Null } else { json!(args.server.to_string()) },
             "domain": args.domain,
             "starttls": args.starttls,

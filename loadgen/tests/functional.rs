@@ -273,3 +273,29 @@ async fn tcp_users_split_over_worker_processes() {
     assert_all_delivered(&s, 4);
     assert!(server.connected_users().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_detached_clients_keep_sessions_until_logout() {
+    let s = run(&[
+        "--in-memory",
+        "--detach-clients",
+        "--users",
+        "30",
+        "--senders",
+        "5",
+        "--hold",
+        "0.2",
+    ])
+    .await;
+    assert_eq!(s["target"]["detached_clients"], true);
+    assert_sessions(&s, 30);
+    // No clients, no messages.
+    assert!(s["phases"]["messaging"].is_null());
+    assert!(s["resources"]["rss_bytes_per_session"].is_i64());
+}
+
+#[test]
+fn detaching_needs_in_memory() {
+    let r = Args::try_parse_from(["beamline-loadgen", "--detach-clients"]);
+    assert!(r.is_err());
+}
