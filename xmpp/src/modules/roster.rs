@@ -758,3 +758,96 @@ impl Module for Mod {
         Ok(holder_tree(ctx.module(), setup))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(items: &[Element]) -> Element {
+        Element::builder("query", ns::ROSTER)
+            .append_all(items.iter().cloned())
+            .build()
+    }
+
+    fn item(jid: &str) -> crate::xml::ElementBuilder {
+        Element::builder("item", ns::ROSTER).attr("jid", jid)
+    }
+
+    #[test]
+    fn roster_set_is_checked_as_rfc_6121_says() {
+        let ok = parse_set(&query(&[item("Bob@Example.COM")
+            .attr("name", "Bob")
+            .attr("subscription", "both")
+            .append(Element::builder("group", ns::ROSTER).text("G").build())
+            .build()]));
+        assert_eq!(
+            ok,
+            Ok(SetRequest::Update {
+                jid: "bob@example.com".into(),
+                name: Some("Bob".into()),
+                groups: vec!["G".into()],
+            })
+        );
+        let rm = parse_set(&query(&[item("b@x")
+            .attr("subscription", "remove")
+            .build()]));
+        assert_eq!(rm, Ok(SetRequest::Remove { jid: "b@x".into() }));
+        assert_eq!(
+            parse_set(&query(&[])),
+            Err(StanzaErrorCondition::BadRequest)
+        );
+        assert_eq!(
+            parse_set(&query(&[item("a@x").build(), item("b@x").build()])),
+            Err(StanzaErrorCondition::BadRequest)
+        );
+        assert_eq!(
+            parse_set(&query(&[item("@@").build()])),
+            Err(StanzaErrorCondition::JidMalformed)
+        );
+        let g = |t: &str| Element::builder("group", ns::ROSTER).text(t).build();
+        assert_eq!(
+            parse_set(&query(&[item("a@x").append(g("G")).append(g("G")).build()])),
+            Err(StanzaErrorCondition::BadRequest)
+        );
+        assert_eq!(
+            parse_set(&query(&[item("a@x").append(g("")).build()])),
+            Err(StanzaErrorCondition::NotAcceptable)
+        );
+    }
+
+    #[test]
+    fn a_request_alone_is_hidden_and_the_version_ignores_it() {
+        let mut hidden = RosterItem::new("a@x");
+        hidden.pending_in = Some("<presence/>".into());
+        assert!(!hidden.visible() && hidden.worth_keeping());
+        let shown = RosterItem {
+            in_roster: true,
+            ..RosterItem::new("b@x")
+        };
+        assert_eq!(
+            version_of(&[hidden.clone(), shown.clone()]),
+            version_of(std::slice::from_ref(&shown))
+        );
+        let mut changed = shown.clone();
+        changed.subscription = Subscription::To;
+        assert_ne!(version_of(&[changed]), version_of(&[shown]));
+        let json = serde_json::to_vec(&hidden).unwrap_or_default();
+        assert_eq!(RosterItem::decode("a@x", &json), Some(hidden));
+    }
+
+    #[test]
+    fn stored_presence_parses_back() {
+        let p = Element::builder("presence", ns::JABBER_CLIENT)
+            .attr("from", "a@x/r")
+            .append(
+                Element::builder("status", ns::JABBER_CLIENT)
+                    .text("<&>")
+                    .build(),
+            )
+            .build();
+        let xml = String::from_utf8_lossy(&p.to_bytes()).into_owned();
+        let back = parse_stanza(&xml).map(|e| e.to_bytes());
+        assert_eq!(back, Some(p.to_bytes()));
+        assert!(parse_stanza("<presence").is_none());
+    }
+}
