@@ -878,9 +878,31 @@ async fn logout_lost(hooks: &Hooks, rec: &SessionRecord, jid: FullJid) {
         .await;
 }
 
-/// At each node up: tell it our hosts (it logs an error if they differ).
+/// Tells `peer`'s server service our hosts (it logs an error if they
+/// differ from its own), waiting a little for the service to register.
+fn send_hosts(node: &Node, peer: String, hosts: Vec<String>) {
+    let node = node.clone();
+    tokio::spawn(async move {
+        for _ in 0..50 {
+            if let Some(svc) = node.whereis::<ServiceMsg>(&service_name(&peer)) {
+                let _ = svc.cast(ServiceMsg::Hosts {
+                    from: node.name().to_owned(),
+                    hosts,
+                });
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+/// At each node up (and for the nodes up already, joined through the
+/// seeds before this started): tell it our hosts.
 fn watch_node_up(node: Node, hosts: Vec<String>) -> tokio::task::JoinHandle<()> {
     let mut events = node.subscribe();
+    for peer in node.members() {
+        send_hosts(&node, peer, hosts.clone());
+    }
     tokio::spawn(async move {
         loop {
             let ev = match events.recv().await {
@@ -888,25 +910,15 @@ fn watch_node_up(node: Node, hosts: Vec<String>) -> tokio::task::JoinHandle<()> 
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
-            if let ClusterEvent::NodeUp { node: peer } = ev {
-                tracing::info!(%peer, "cluster node up");
-                // Its service may register a moment after the connection.
-                let mut svc = None;
-                for _ in 0..50 {
-                    svc = node.whereis::<ServiceMsg>(&service_name(&peer));
-                    if svc.is_some() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            match ev {
+                ClusterEvent::NodeUp { node: peer } => {
+                    tracing::info!(%peer, "cluster node up");
+                    send_hosts(&node, peer, hosts.clone());
                 }
-                if let Some(svc) = svc {
-                    let _ = svc.cast(ServiceMsg::Hosts {
-                        from: node.name().to_owned(),
-                        hosts: hosts.clone(),
-                    });
+                ClusterEvent::NodeDown { node: peer, reason } => {
+                    tracing::warn!(%peer, ?reason, "cluster node down");
                 }
-            } else if let ClusterEvent::NodeDown { node: peer, reason } = ev {
-                tracing::warn!(%peer, ?reason, "cluster node down");
+                _ => {}
             }
         }
     })
