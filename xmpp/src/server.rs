@@ -986,13 +986,8 @@ impl Server {
             Ok(None) => return Err(AccountError::NoSuchUser(format!("{user}@{host}"))),
             Err(e) => return Err(AccountError::Failed(e.to_string())),
         }
-        match self.inner.ctx.backend.remove_user(&host, &user).await {
-            Ok(()) => {}
-            Err(BackendError::NoSuchUser(_)) => {
-                return Err(AccountError::NoSuchUser(format!("{user}@{host}")));
-            }
-            Err(e) => return Err(AccountError::Failed(e.to_string())),
-        }
+        // Sessions first, then the modules (which still see the user's
+        // data: the roster module tells contacts), then the data itself.
         self.kick(&format!("{user}@{host}"), "Account removed")
             .await?;
         let _ = self
@@ -1001,12 +996,18 @@ impl Server {
                 &REMOVE_USER,
                 Scope::Host(&host),
                 Account {
-                    user,
+                    user: user.clone(),
                     host: host.clone(),
                 },
             )
             .await;
-        Ok(())
+        match self.inner.ctx.backend.remove_user(&host, &user).await {
+            Ok(()) => Ok(()),
+            Err(BackendError::NoSuchUser(_)) => {
+                Err(AccountError::NoSuchUser(format!("{user}@{host}")))
+            }
+            Err(e) => Err(AccountError::Failed(e.to_string())),
+        }
     }
 
     /// Sets a new password.
