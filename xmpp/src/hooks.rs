@@ -110,8 +110,9 @@ pub const OFFLINE_MESSAGE: HookPoint<Element, bool> = HookPoint::new("offline_me
 /// An account was created. ejabberd's `register_user`.
 pub const REGISTER_USER: HookPoint<Account, ()> = HookPoint::new("register_user");
 
-/// An account was removed; modules delete what they kept for it.
-/// ejabberd's `remove_user`.
+/// An account is being removed: its sessions are closed, its data is
+/// still there (a module may tell contacts), and is deleted right after.
+/// Modules delete what they kept elsewhere. ejabberd's `remove_user`.
 pub const REMOVE_USER: HookPoint<Account, ()> = HookPoint::new("remove_user");
 
 /// A session sent its first available presence (after it was handled and
