@@ -108,8 +108,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     client
         .send_message("demo@chat.example", "note to self")
         .await?;
-    let echo = client.recv_timeout(Duration::from_secs(5)).await?;
-    println!("app: the client got <{}> back", echo.name());
+    // Its own presence comes back first (RFC 6121 §4.2.2), then the note.
+    loop {
+        let stanza = client.recv_timeout(Duration::from_secs(5)).await?;
+        println!("app: the client got <{}>", stanza.name());
+        if stanza.name() == "message" {
+            break;
+        }
+    }
     client.close().await?;
 
     if let Some(addr) = server.listener_addr(ListenerKind::C2s) {
