@@ -626,8 +626,13 @@ pub async fn start_node(
         .await
         .map_err(|e| ClusterError::Start(e.to_string()))?;
     join_seeds(&node, &config.seeds).await;
-    let repl = Replication::start(db.clone(), node.clone(), ReplicationConfig::default()).await?;
-    Ok((node, repl))
+    match Replication::start(db.clone(), node.clone(), ReplicationConfig::default()).await {
+        Ok(repl) => Ok((node, repl)),
+        Err(e) => {
+            node.leave().await;
+            Err(e.into())
+        }
+    }
 }
 
 async fn join_seeds(node: &Node, seeds: &[SocketAddr]) {
