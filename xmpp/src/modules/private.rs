@@ -33,7 +33,6 @@ use super::{Services, holder_tree};
 use crate::hooks::REMOVE_USER;
 use crate::ns;
 use crate::stanza_error::{StanzaError, StanzaErrorCondition, error_reply};
-use crate::stream::{StreamDecoder, StreamEvent, StreamLimits};
 use crate::xml::Element;
 
 /// The backend map that holds the stored fragments, keyed by namespace.
@@ -141,27 +140,7 @@ pub(crate) fn own_account(iq: &Element) -> Option<(String, String)> {
 /// Parses XML this server stored (written by [`Element::to_bytes`]) back
 /// into an element; `None` if it is not one well-formed element.
 pub(crate) fn decode_stored(bytes: &[u8]) -> Option<Element> {
-    let limits = StreamLimits {
-        max_stanza_size: bytes.len() + 1,
-        max_stanza_size_unauthenticated: bytes.len() + 1,
-        max_depth: 64,
-        max_attributes: 1024,
-        ..StreamLimits::default()
-    };
-    let mut dec = StreamDecoder::new(limits);
-    dec.set_authenticated(true);
-    dec.feed(
-        b"<stream:stream xmlns='jabber:client' \
-          xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
-    );
-    dec.feed(bytes);
-    loop {
-        match dec.next_event() {
-            Ok(Some(StreamEvent::StreamOpen(_))) => {}
-            Ok(Some(StreamEvent::Stanza(el))) => return Some(el),
-            _ => return None,
-        }
-    }
+    Element::parse(bytes)
 }
 
 /// Whether a namespace is reserved (XEP-0049 §2.3): `jabber:*`.

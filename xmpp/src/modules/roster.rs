@@ -50,7 +50,6 @@ use crate::jid::{self, Jid};
 use crate::ns;
 use crate::sm::SessionRecord;
 use crate::stanza_error::StanzaErrorCondition;
-use crate::stream::{StreamDecoder, StreamEvent, StreamLimits};
 use crate::xml::Element;
 
 /// The per-user backend map that holds the roster.
@@ -435,21 +434,7 @@ pub fn deliver_to_session(services: &Services, sid: u64, stanza: Element) {
 /// Parses one stanza serialized with [`Element::to_bytes`] (the session
 /// table's last presence, a stored request).
 pub fn parse_stanza(xml: &str) -> Option<Element> {
-    let mut limits = StreamLimits::default();
-    limits.max_stanza_size = limits.max_stanza_size.max(xml.len() + 1);
-    let mut dec = StreamDecoder::new(limits);
-    dec.set_authenticated(true);
-    dec.feed(
-        b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
-    );
-    dec.feed(xml.as_bytes());
-    loop {
-        match dec.next_event() {
-            Ok(Some(StreamEvent::Stanza(el))) => return Some(el),
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => return None,
-        }
-    }
+    Element::parse(xml.as_bytes())
 }
 
 // ---------------------------------------------------------------------

@@ -237,6 +237,38 @@ impl Element {
         out
     }
 
+    /// Parses one element serialized by [`Element::to_bytes`] (or any
+    /// standalone element in the `jabber:client` default namespace), e.g.
+    /// a stanza kept in storage. `None` if `bytes` does not hold exactly
+    /// one complete, well-formed element. Limits: `bytes.len()` in size,
+    /// depth 64.
+    pub fn parse(bytes: &[u8]) -> Option<Element> {
+        use crate::stream::{StreamDecoder, StreamEvent, StreamLimits};
+        let limits = StreamLimits {
+            max_stanza_size: bytes.len() + 1,
+            max_stanza_size_unauthenticated: bytes.len() + 1,
+            max_depth: 64,
+            max_attributes: 1024,
+            ..StreamLimits::default()
+        };
+        let mut dec = StreamDecoder::new(limits);
+        dec.set_authenticated(true);
+        dec.feed(
+            b"<stream:stream xmlns='jabber:client' \
+              xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+        );
+        dec.feed(bytes);
+        let mut found = None;
+        loop {
+            match dec.next_event() {
+                Ok(Some(StreamEvent::StreamOpen(_))) => {}
+                Ok(Some(StreamEvent::Stanza(el))) if found.is_none() => found = Some(el),
+                Ok(None) => return found,
+                _ => return None,
+            }
+        }
+    }
+
     /// An element as the parser builds it: attributes already checked.
     pub(crate) fn from_parsed(
         name: String,
@@ -419,5 +451,31 @@ mod tests {
             .append(Element::new("y", ""))
             .build();
         assert_eq!(e.to_string(), "<x xmlns='urn:x'><y xmlns=''/></x>");
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::Element;
+
+    #[test]
+    fn parse_reads_back_what_to_bytes_wrote() {
+        let el = Element::builder("message", crate::ns::JABBER_CLIENT)
+            .attr("to", "a@b")
+            .append(
+                Element::builder("body", crate::ns::JABBER_CLIENT)
+                    .text("1 < 2 & 3")
+                    .build(),
+            )
+            .build();
+        assert_eq!(Element::parse(&el.to_bytes()), Some(el));
+    }
+
+    #[test]
+    fn parse_refuses_anything_but_one_whole_element() {
+        assert!(Element::parse(b"<a><b></a>").is_none());
+        assert!(Element::parse(b"<a>").is_none());
+        assert!(Element::parse(b"<a/><b/>").is_none());
+        assert!(Element::parse(b"").is_none());
     }
 }
