@@ -415,6 +415,9 @@ fn summary(args: &Args, p: &SummaryParts<'_>) -> Value {
         json!({
             "process": match s.pid {
                 Some(pid) => format!("server pid {pid}"),
+                None if args.detach_clients => {
+                    "this process: in-memory server, clients detached".to_owned()
+                }
                 None => "this process: in-memory server AND its clients".to_owned(),
             },
             "samples": s.at.iter().map(|(n, x)| json!({
