@@ -101,8 +101,9 @@ pub enum DeliveryMsg {
     Route {
         /// The session id (on the receiving node).
         sid: u64,
-        /// The stanza, serialized (standalone, with its `xmlns`).
-        stanza: Vec<u8>,
+        /// The stanza, serialized (standalone, with its `xmlns`); a
+        /// string, which the codec copies in one piece.
+        stanza: String,
     },
     /// Close local session `sid` with a stream error.
     Kick {
@@ -231,9 +232,11 @@ impl ClusterLink {
             tracing::debug!(node = %rec.node, "no delivery shard for a session of another node");
             return;
         };
+        let stanza = String::from_utf8(stanza.to_bytes())
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let msg = DeliveryMsg::Route {
             sid: rec.sid,
-            stanza: stanza.to_bytes(),
+            stanza,
         };
         if let Err(e) = shard.cast(msg) {
             tracing::debug!(node = %rec.node, error = %e, "stanza to another node dropped");
@@ -404,7 +407,7 @@ impl Actor for DeliveryShard {
         (args, dec): &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DeliveryMsg::Route { sid, stanza } => match decode(dec, &stanza) {
+            DeliveryMsg::Route { sid, stanza } => match decode(dec, stanza.as_bytes()) {
                 Some(el) => args.router.deliver_local(sid, el),
                 None => tracing::warn!("a stanza from another node did not parse: dropped"),
             },
