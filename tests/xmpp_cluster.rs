@@ -635,3 +635,92 @@ async fn a_frozen_node_is_dropped_then_merged_back_when_it_continues() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_node_dies_and_exactly_one_survivor_tells_the_contacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path(), "xd").await;
+    for user in ["heidi", "ivan", "judy"] {
+        nodes[1]
+            .ok(&["register", user, "localhost", "secret"])
+            .await;
+    }
+    // Heidi is on the seed (smallest name, the one that would clean up);
+    // her contacts are on the two other nodes.
+    let mut heidi = User::login(&nodes[0], "heidi", "r").await;
+    let mut ivan = User::login(&nodes[1], "ivan", "r").await;
+    let mut judy = User::login(&nodes[2], "judy", "r").await;
+    for u in [&mut heidi, &mut ivan, &mut judy] {
+        u.send_presence(None, None).await;
+    }
+    befriend(&mut heidi, &mut ivan).await;
+    befriend(&mut heidi, &mut judy).await;
+    // Whatever her node sent them before is in: then forget it.
+    for u in [&mut ivan, &mut judy] {
+        heidi.c.send_message(&u.jid(), "bye").await.unwrap();
+        assert_eq!(u.bodies("heidi@localhost/r", 1).await, ["bye"]);
+        u.unread
+            .retain(|e| e.attr("from") != Some("heidi@localhost/r"));
+    }
+
+    nodes[0].kill9();
+    drop(heidi);
+    for u in [&mut ivan, &mut judy] {
+        u.presence("heidi@localhost/r", Some("unavailable")).await;
+    }
+    // Told once, by one survivor: nothing more comes from her.
+    ivan.c
+        .send_message("judy@localhost/r", "sync")
+        .await
+        .unwrap();
+    assert_eq!(judy.bodies("ivan@localhost/r", 1).await, ["sync"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    judy.c
+        .send_message("ivan@localhost/r", "sync")
+        .await
+        .unwrap();
+    assert_eq!(ivan.bodies("judy@localhost/r", 1).await, ["sync"]);
+    for u in [&ivan, &judy] {
+        let again = u
+            .unread
+            .iter()
+            .filter(|e| e.attr("from") == Some("heidi@localhost/r"))
+            .count();
+        assert_eq!(again, 0, "{}: {:?}", u.jid(), u.unread);
+    }
+    // Messages to her go offline; she logs in on another node and gets
+    // them, and the two survivors chat on.
+    ivan.c
+        .send_message("heidi@localhost", "are you there?")
+        .await
+        .unwrap();
+    wait_for(
+        "the lost session is gone",
+        Duration::from_secs(10),
+        || async { nodes[2].cluster_sessions().await == Some(2) },
+    )
+    .await;
+    let mut heidi = User::login(&nodes[2], "heidi", "r").await;
+    heidi.send_presence(None, None).await;
+    assert_eq!(
+        heidi.bodies("ivan@localhost/r", 1).await,
+        ["are you there?"]
+    );
+    chat_round(&mut ivan, &mut judy, "on", 50).await;
+
+    // The seed restarts with no seeds of its own: the others redial it.
+    nodes[0].start();
+    let n1 = &nodes[0];
+    wait_for(
+        "the restarted seed is back in the cluster",
+        Duration::from_secs(60),
+        || async {
+            let out = n1.ctl(&["status"]).await;
+            String::from_utf8_lossy(&out.stdout).contains("cluster peers up: [xd2, xd3]")
+        },
+    )
+    .await;
+    let mut heidi2 = User::login(&nodes[0], "heidi", "back").await;
+    heidi2.send_presence(None, None).await;
+    chat_round(&mut heidi2, &mut judy, "home", 20).await;
+}
