@@ -723,4 +723,43 @@ async fn the_seed_node_dies_and_exactly_one_survivor_tells_the_contacts() {
     let mut heidi2 = User::login(&nodes[0], "heidi", "back").await;
     heidi2.send_presence(None, None).await;
     chat_round(&mut heidi2, &mut judy, "home", 20).await;
+
+    // Judy's node is stopped the polite way (SIGTERM): her session gets
+    // `system-shutdown`, and heidi hears she went offline once, from
+    // judy's own session (the others see the node leave, with no rows of
+    // it left to clean up).
+    nodes[2].signal("TERM");
+    let err = loop {
+        match judy.c.recv_timeout(Duration::from_secs(10)).await {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        err.stream_error().map(|e| e.condition.name()),
+        Some("system-shutdown"),
+        "{err:?}"
+    );
+    heidi2
+        .presence("judy@localhost/r", Some("unavailable"))
+        .await;
+    let n1 = &nodes[0];
+    wait_for("judy's node left", Duration::from_secs(20), || async {
+        let out = n1.ctl(&["status"]).await;
+        String::from_utf8_lossy(&out.stdout).contains("cluster peers up: [xd2]")
+    })
+    .await;
+    ivan.c
+        .send_message("heidi@localhost/back", "sync")
+        .await
+        .unwrap();
+    assert_eq!(heidi2.bodies("ivan@localhost/r", 1).await, ["sync"]);
+    let again = heidi2
+        .unread
+        .iter()
+        .filter(|e| {
+            e.attr("from") == Some("judy@localhost/r") && e.attr("type") == Some("unavailable")
+        })
+        .count();
+    assert_eq!(again, 0, "told twice: {:?}", heidi2.unread);
 }
