@@ -32,7 +32,7 @@ use beamline_runtime::hooks::{Hooks, Scope};
 use beamline_storage::backend::{Backend, BackendError, TablesBackend};
 use beamline_storage::disc::{DiscOptions, SyncPolicy};
 use beamline_storage::{Db, DurableDb};
-use beamline_supervision::module::{ModuleManager, ModuleManagerRef, ModuleOptions};
+use beamline_supervision::module::{ModuleError, ModuleManager, ModuleManagerRef, ModuleOptions};
 use beamline_supervision::{
     ChildHandle, ChildSpec, DynamicMsg, DynamicSpec, DynamicSupervisor, Restart, Strategy,
     Supervisor, SupervisorRef, SupervisorSpec,
@@ -288,7 +288,16 @@ async fn start_configured_modules(
             modules
                 .start_module(host, name, opts.clone())
                 .await
-                .map_err(|e| ServerError::Start(format!("modules.{name} on {host}: {e}")))?;
+                .map_err(|e| {
+                    // Point at the line of the module's table (or option).
+                    let key: Vec<&str> = match &e {
+                        ModuleError::UnknownOption { option, .. } => {
+                            vec!["modules", name.as_str(), option.as_str()]
+                        }
+                        _ => vec!["modules", name.as_str()],
+                    };
+                    ServerError::Start(config.error_at(&key, format!("on {host}: {e}")).to_string())
+                })?;
         }
         started.push(name);
     }

@@ -134,7 +134,7 @@ impl Pinger {
     fn kill_session(&self, jid: &FullJid) {
         let user = jid.node().map(|n| n.to_string()).unwrap_or_default();
         for s in self.services.sm.sessions_of(&self.host, &user) {
-            if s.resource != jid.resource().as_str() {
+            if s.resource != jid.resource().as_str() || s.node != self.services.sm.node() {
                 continue;
             }
             if let Some(local) = self.services.sm.local(s.sid) {

@@ -358,6 +358,11 @@ impl Register {
         tracing::info!(user, host = self.host, "account removed in-band");
         self.services.router.route(iq_result(req, None)).await;
         for s in self.services.sm.sessions_of(&self.host, user) {
+            // Sessions on other nodes are closed by their node (they leave
+            // when the account's data is gone there too).
+            if s.node != self.services.sm.node() {
+                continue;
+            }
             if let Some(local) = self.services.sm.local(s.sid) {
                 // XEP-0077 §3.2: a `<not-authorized/>` stream error.
                 let _ = local.actor.cast(C2sMsg::Kick {
