@@ -131,6 +131,68 @@ async fn in_memory_closed_loop_with_plain() {
     assert_eq!(s["phases"]["messaging"]["mode"], "closed-loop");
 }
 
+/// A server with one `c2s` listener (STARTTLS optional) on port 0 and
+/// in-band registration open to everyone, without a per-address interval.
+async fn tcp_server_with_registration() -> (Server, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().to_path_buf();
+    let mut l = ListenerConfig::new(ListenerKind::C2s, IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    l.max_connections_per_ip = 1000;
+    l.starttls = Some(StartTls::Optional);
+    config.listeners = vec![l];
+    let mut register = toml::Table::new();
+    register.insert("access".into(), toml::Value::String("all".into()));
+    register.insert("registration_timeout".into(), toml::Value::Integer(0));
+    config.modules.insert("mod_register".into(), register);
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let options = ServerOptions::in_memory().node_name(format!("lgreg{n}@localhost"));
+    let server = tokio::time::timeout(RUN, Server::start(config, options))
+        .await
+        .unwrap()
+        .unwrap();
+    let addr = server.listener_addr(ListenerKind::C2s).unwrap();
+    (server, addr, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_in_band_registration_creates_then_finds_the_users() {
+    let (_server, addr, _dir) = tcp_server_with_registration().await;
+    let addr = addr.to_string();
+    let flags = [
+        "--server",
+        addr.as_str(),
+        "--users",
+        "10",
+        "--user-prefix",
+        "ib",
+        "--provision",
+        "inband",
+        "--starttls",
+        "--hold",
+        "0",
+    ];
+    let s = run(&flags).await;
+    assert_eq!(
+        u(&s["provisioning"]["created"]),
+        10,
+        "{}",
+        s["provisioning"]
+    );
+    assert_sessions(&s, 10);
+    // A second run finds them (`conflict`) and logs in all the same.
+    let s = run(&flags).await;
+    assert_eq!(
+        u(&s["provisioning"]["existing"]),
+        10,
+        "{}",
+        s["provisioning"]
+    );
+    assert_eq!(u(&s["provisioning"]["failed"]), 0);
+    assert_sessions(&s, 10);
+}
+
 /// A server with one `c2s` listener (STARTTLS optional, so SCRAM without
 /// TLS works too) on port 0, and `users` accounts `tcpN`/`secret`.
 async fn tcp_server(users: usize) -> (Server, SocketAddr, tempfile::TempDir) {
