@@ -74,3 +74,42 @@ async fn a_denied_address_is_not_served() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_shaper_paces_what_a_client_sends() {
+    let s = TestServer::start_with(|c| {
+        let parsed =
+            Config::from_str("[shapers.slow]\nrate = 4000\nburst = 4000\n", "test.toml").unwrap();
+        c.shapers = parsed.shapers;
+        for l in &mut c.listeners {
+            l.shaper = Some("slow".into());
+        }
+    })
+    .await;
+    s.register("alice", "wonderland").await;
+    let mut alice = tokio::time::timeout(T, Client::connect(s.config("alice", "wonderland")))
+        .await
+        .unwrap()
+        .unwrap();
+    // 16 KB at 4 KB/s with a 4 KB burst: the server reads it in no less
+    // than 3 s, which the round trip after it shows.
+    let body = "x".repeat(1000);
+    let start = std::time::Instant::now();
+    for i in 0..16 {
+        alice
+            .send(&support::message(
+                "alice@localhost",
+                &format!("m{i}"),
+                &body,
+            ))
+            .await
+            .unwrap();
+    }
+    support::sync(&mut alice).await;
+    let took = start.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(2500),
+        "16 KB through a 4 KB/s shaper took only {took:?}"
+    );
+    s.stop().await;
+}
