@@ -94,6 +94,11 @@ impl Workers {
             wa.total_users = Some(args.users);
             wa.slice_start = start;
             wa.users = per.min(args.users - start);
+            // Login rate and concurrency are for the whole run: each worker
+            // gets its share.
+            let share = wa.users as f64 / args.users as f64;
+            wa.login_rate = args.login_rate * share;
+            wa.login_concurrency = ((args.login_concurrency as f64 * share).ceil() as usize).max(1);
             wa.json = None;
             wa.svg = None;
             wa.server_pid = None;
