@@ -304,6 +304,22 @@ async fn start_configured_modules(
     Ok(())
 }
 
+/// Backlog of a listening socket: a burst of logins waits in the kernel
+/// instead of being dropped (tokio's default is 1,024; the kernel caps it
+/// at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// An acceptor: binds its address when it starts, accepts until stopped.
 #[derive(Debug, Clone, Copy)]
 struct Listener;
@@ -327,9 +343,7 @@ impl Actor for Listener {
         args: ListenerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let addr = args.config.addr();
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr()?;
         *args.bound.lock() = Some(local);
         tracing::info!(kind = ?args.config.kind, addr = %local, "listening");
