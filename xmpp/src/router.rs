@@ -30,15 +30,24 @@
 //! - to any other domain: `remote-server-not-found` (no s2s yet).
 //!
 //! Errors are never answered with errors.
+//!
+//! The server's own IQ requests ([`Router::request`], ejabberd's
+//! `ejabberd_router:route_iq`): the answer (`result` or `error`, to any
+//! local address) whose `id` is one the router is waiting for, from the
+//! address the request went to, is handed to the waiting caller instead of
+//! being routed. Only the node that sent the request waits for it: a reply
+//! that reaches another node of a cluster is routed as usual (dropped).
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use beamline_runtime::hooks::{Hooks, Scope};
 use beamline_storage::backend::Backend;
 use dashmap::DashMap;
 use futures::future::BoxFuture;
+use tokio::sync::oneshot;
 
 use crate::c2s::C2sMsg;
 use crate::hooks::{FILTER_PACKET, OFFLINE_MESSAGE, PRESENCE_IN};
@@ -66,7 +75,61 @@ pub struct RouterStats {
     pub overflowed: AtomicU64,
 }
 
+/// At most this many server requests ([`Router::request`]) wait for
+/// their answers at once; more are refused at once.
+pub const MAX_PENDING_REQUESTS: usize = 10_000;
+
+/// Why [`Router::request`] gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The stanza is not an IQ `get` or `set`.
+    #[error("not an IQ request")]
+    NotRequest,
+    /// No `to`, or no `from` and a `to` outside the served domains.
+    #[error("the request has no usable `to` or `from`")]
+    BadAddress,
+    /// [`MAX_PENDING_REQUESTS`] requests already wait for answers.
+    #[error("too many requests waiting for answers")]
+    TooMany,
+    /// No answer came in time.
+    #[error("no answer in time")]
+    Timeout,
+}
+
+/// A request waiting for its answer.
+struct Waiting {
+    /// The address the request went to (normalised): only it may answer.
+    to: String,
+    answer: oneshot::Sender<Element>,
+}
+
+/// Removes a waiting request when its caller stops waiting (answered,
+/// timed out or dropped).
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    id: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if self.inner.pending.remove(&self.id).is_some() {
+            self.inner.pending_count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A JID's string form after parsing (normalised), or the string itself.
+fn normalised(addr: &str) -> String {
+    match jid::parse(addr) {
+        Ok(j) => j.to_string(),
+        Err(_) => addr.to_owned(),
+    }
+}
+
 struct Inner {
+    pending: DashMap<String, Waiting>,
+    pending_count: AtomicUsize,
+    next_request: AtomicU64,
     hosts: HashSet<String>,
     sm: SessionManager,
     hooks: Hooks,
@@ -123,6 +186,9 @@ impl Router {
     ) -> Self {
         Router {
             inner: Arc::new(Inner {
+                pending: DashMap::new(),
+                pending_count: AtomicUsize::new(0),
+                next_request: AtomicU64::new(1),
                 hosts: hosts.into_iter().collect(),
                 sm,
                 hooks,
@@ -158,6 +224,93 @@ impl Router {
         self.inner
             .iq_handlers
             .remove(&(host.to_owned(), ns.to_owned()));
+    }
+
+    /// Sends an IQ request from the server and waits (at most `timeout`)
+    /// for its answer, the `result` or `error` IQ (ejabberd's
+    /// `ejabberd_router:route_iq`). The request gets a fresh unique `id`;
+    /// without `from` it is sent from the domain of its `to` (which must
+    /// then be served). Only an answer from the request's `to` counts
+    /// (an error the router itself bounces, e.g. `service-unavailable` for
+    /// a resource that is gone, is one). At most
+    /// [`MAX_PENDING_REQUESTS`] wait at once; a request given up (timed
+    /// out or its future dropped) stops waiting, and a late answer is
+    /// then dropped.
+    pub async fn request(
+        &self,
+        mut iq: Element,
+        timeout: Duration,
+    ) -> Result<Element, RequestError> {
+        if !is_request(&iq) {
+            return Err(RequestError::NotRequest);
+        }
+        let to = match iq.attr("to").map(jid::parse) {
+            Some(Ok(to)) => to,
+            _ => return Err(RequestError::BadAddress),
+        };
+        if iq.attr("from").is_none() {
+            if !self.serves(to.domain().as_str()) {
+                return Err(RequestError::BadAddress);
+            }
+            iq.set_attr("from", to.domain().to_string());
+        }
+        let inner = &*self.inner;
+        if inner.pending_count.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_REQUESTS {
+            inner.pending_count.fetch_sub(1, Ordering::AcqRel);
+            return Err(RequestError::TooMany);
+        }
+        let mut salt = [0u8; 8];
+        // Unpredictable ids so that nobody answers a request he has not
+        // seen; the counter alone keeps them unique if randomness fails.
+        let _ = getrandom::fill(&mut salt);
+        let id = format!(
+            "bl-{}-{:016x}",
+            inner.next_request.fetch_add(1, Ordering::Relaxed),
+            u64::from_le_bytes(salt)
+        );
+        let (tx, rx) = oneshot::channel();
+        inner.pending.insert(
+            id.clone(),
+            Waiting {
+                to: to.to_string(),
+                answer: tx,
+            },
+        );
+        let _guard = PendingGuard {
+            inner,
+            id: id.clone(),
+        };
+        iq.set_attr("id", id);
+        self.route(iq).await;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            _ => Err(RequestError::Timeout),
+        }
+    }
+
+    /// How many server requests wait for their answers.
+    pub fn pending_requests(&self) -> usize {
+        self.inner.pending_count.load(Ordering::Acquire)
+    }
+
+    /// Hands an IQ answer to the [`Router::request`] waiting for it;
+    /// gives the stanza back if nobody waits for it.
+    fn answer_request(&self, stanza: Element) -> Option<Element> {
+        if stanza.name() != "iq" || !matches!(stanza.attr("type"), Some("result" | "error")) {
+            return Some(stanza);
+        }
+        let Some(id) = stanza.attr("id") else {
+            return Some(stanza);
+        };
+        let from = stanza.attr("from").map(normalised).unwrap_or_default();
+        let inner = &self.inner;
+        let Some((_, waiting)) = inner.pending.remove_if(id, |_, w| w.to == from) else {
+            return Some(stanza);
+        };
+        inner.pending_count.fetch_sub(1, Ordering::AcqRel);
+        // The caller may have stopped waiting meanwhile: then it is dropped.
+        let _ = waiting.answer.send(stanza);
+        None
     }
 
     /// Routes a stanza whose `from` is trusted (stamped by a session or
@@ -205,6 +358,13 @@ impl Router {
                 pending,
             );
         }
+        let Some(stanza) = (if inner.pending.is_empty() {
+            Some(stanza)
+        } else {
+            self.answer_request(stanza)
+        }) else {
+            return;
+        };
         match to.node() {
             None => self.to_server(stanza, &to, pending).await,
             Some(_) => self.to_user(stanza, &to, pending).await,
@@ -240,7 +400,8 @@ impl Router {
         if is_request(&stanza) {
             self.handle_iq(to.domain().as_str(), stanza, pending).await;
         }
-        // Messages and presence to the server itself, and IQ results:
+        // Messages and presence to the server itself, and IQ results not
+        // awaited by a `request` (those were taken in `route_one`):
         // nothing here handles them yet.
     }
 

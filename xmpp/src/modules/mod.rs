@@ -13,6 +13,7 @@
 //! [`builtin_modules`].
 
 pub mod blocking;
+pub mod caps;
 pub mod disco;
 pub mod offline;
 pub mod ping;
@@ -192,13 +193,14 @@ pub fn builtin_modules(services: &Services) -> Vec<Arc<dyn Module>> {
         private::module(services),
         blocking::module(services),
         register::module(services),
+        caps::module(services),
     ]
 }
 
 /// The modules a configuration without `[modules]` runs: the ones a
 /// chat client expects (in-band registration is left out: it lets anyone
 /// create accounts).
-pub const DEFAULT_MODULES: [&str; 10] = [
+pub const DEFAULT_MODULES: [&str; 11] = [
     "mod_roster",
     "mod_presence",
     "mod_offline",
@@ -209,6 +211,7 @@ pub const DEFAULT_MODULES: [&str; 10] = [
     "mod_vcard",
     "mod_private",
     "mod_blocking",
+    "mod_caps",
 ];
 
 /// The names of [`builtin_modules`], for checking `[modules]`.
