@@ -41,11 +41,18 @@
 //!
 //! The lists of users with sessions on this node are cached in memory (a
 //! map per host, filled at first use, dropped when the user's last session
-//! ends); changes go through this module, which writes the backend then
-//! the cache under one lock. Feature `urn:xmpp:blocking`.
+//! on this node ends); changes go through this module, which writes the
+//! backend then the cache under one lock. In a cluster the change is made
+//! on one node (the one the user's IQ came through) and the backend table
+//! is replicated before the write returns; the other nodes where the user
+//! has sessions learn of it from the `<block/>`/`<unblock/>` push, which
+//! reaches each session of the user: when it passes `user_receive_packet`
+//! the node drops its cached list, and the next check reads the backend.
+//! Feature `urn:xmpp:blocking`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use beamline_runtime::hooks::{Flow, Scope};
 use beamline_supervision::ChildSpec;
@@ -99,6 +106,9 @@ struct State {
     cache: Arc<DashMap<String, List>>,
     /// Serialises changes of lists.
     write: Arc<tokio::sync::Mutex<()>>,
+    /// Bumped when a cached list is dropped because another node changed
+    /// it: a backend read that started before does not cache its result.
+    epoch: Arc<AtomicU64>,
 }
 
 impl State {
@@ -108,6 +118,7 @@ impl State {
         if let Some(l) = self.cache.get(user) {
             return l.value().clone();
         }
+        let epoch = self.epoch.load(Ordering::Acquire);
         let list: List = match self.services.backend.map_all(&self.host, user, MAP).await {
             Ok(entries) => Arc::new(entries.into_iter().map(|(k, _)| k).collect()),
             Err(e) => {
@@ -115,7 +126,7 @@ impl State {
                 Arc::default()
             }
         };
-        if keep {
+        if keep && self.epoch.load(Ordering::Acquire) == epoch {
             // A change made meanwhile wins: it inserted the newer list.
             return self
                 .cache
@@ -164,6 +175,15 @@ fn is_self(from: &str, user: &str, host: &str) -> bool {
     })
 }
 
+/// Whether `el` is this module's push of a changed list (an IQ set of
+/// `<block/>` or `<unblock/>` from `user@host` itself).
+fn is_list_push(el: &Element, user: &str, host: &str) -> bool {
+    el.name() == "iq"
+        && el.attr("type") == Some("set")
+        && el.attr("from") == Some(format!("{user}@{host}").as_str())
+        && (el.has_child("block", ns::BLOCKING) || el.has_child("unblock", ns::BLOCKING))
+}
+
 /// Whether an error carries the `<blocked/>` condition of §3.4 (the
 /// server's own answer to an outbound stanza, which must reach the user).
 fn is_blocked_error(el: &Element) -> bool {
@@ -184,6 +204,7 @@ impl Module for Mod {
             host: ctx.host().into(),
             cache: Arc::default(),
             write: Arc::default(),
+            epoch: Arc::default(),
         };
         let st = state.clone();
         self.services.iq_handler(
@@ -340,6 +361,12 @@ fn subscribe(
                     return Flow::Continue(Some(el));
                 };
                 let user = info.jid.node().map(|n| n.to_string()).unwrap_or_default();
+                if is_list_push(&el, &user, &st.host) {
+                    // The list changed, maybe through another node.
+                    st.epoch.fetch_add(1, Ordering::AcqRel);
+                    st.cache.remove(&user);
+                    return Flow::Continue(Some(el));
+                }
                 if is_self(from, &user, &st.host)
                     || is_blocked_error(&el)
                     || !st.blocks(&user, from, true).await
@@ -378,8 +405,14 @@ fn subscribe(
         move |info: SessionInfo, ()| {
             let st = st.clone();
             async move {
+                let here = st.services.sm.node();
                 if let Some(user) = info.jid.node().map(|n| n.to_string())
-                    && st.services.sm.sessions_of(&st.host, &user).is_empty()
+                    && !st
+                        .services
+                        .sm
+                        .sessions_of(&st.host, &user)
+                        .iter()
+                        .any(|s| s.node == here)
                 {
                     st.cache.remove(&user);
                 }
