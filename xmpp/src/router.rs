@@ -358,7 +358,9 @@ impl Router {
                 pending,
             );
         }
-        let Some(stanza) = (if inner.pending.is_empty() {
+        // The atomic count, not the map (whose emptiness locks every
+        // shard): this runs for every stanza.
+        let Some(stanza) = (if inner.pending_count.load(Ordering::Acquire) == 0 {
             Some(stanza)
         } else {
             self.answer_request(stanza)
