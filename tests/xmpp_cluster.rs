@@ -4,7 +4,10 @@
 //! when a node is killed (-9) the others go on, its sessions leave their
 //! tables, and its users log in again elsewhere at once; a restarted node
 //! rejoins by itself; a session replaced from another node is closed with
-//! `conflict`; modules started and stopped at runtime follow on every node.
+//! `conflict`; modules started and stopped at runtime follow on every node;
+//! what modules keep for a user (vCard, private XML, roster, block list)
+//! is the same through every node, a block made through one node holds on
+//! the others, and every node lists the same disco features.
 
 #![allow(clippy::unwrap_used)]
 
@@ -762,4 +765,329 @@ async fn the_seed_node_dies_and_exactly_one_survivor_tells_the_contacts() {
         })
         .count();
     assert_eq!(again, 0, "told twice: {:?}", heidi2.unread);
+}
+
+/// Parses an IQ written as XML (in the `jabber:client` namespace).
+fn iq_xml(xml: &str) -> Element {
+    Element::parse(xml.as_bytes()).unwrap_or_else(|| panic!("bad test XML: {xml}"))
+}
+
+/// Sends `xml` (an IQ) and returns the reply, which must be a result.
+async fn iq_ok(u: &mut User, xml: &str) -> Element {
+    let reply = u.c.iq(iq_xml(xml)).await.unwrap();
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}: {xml} -> {reply:?}",
+        u.jid()
+    );
+    reply
+}
+
+/// The text of `<FN/>` in a vCard reply.
+fn vcard_fn(reply: &Element) -> Option<String> {
+    reply
+        .get_child("vCard", ns::VCARD)
+        .and_then(|v| v.child_text("FN", ns::VCARD))
+}
+
+/// The features of a disco#info reply, sorted.
+fn features(reply: &Element) -> Vec<String> {
+    let mut out: Vec<String> = reply
+        .get_child("query", ns::DISCO_INFO)
+        .map(|q| {
+            q.children()
+                .filter(|c| c.name() == "feature")
+                .filter_map(|c| c.attr("var").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The JIDs of the items of a roster or block list reply's `<child/>`.
+fn item_jids(reply: &Element, child: &str, child_ns: &str) -> Vec<String> {
+    reply
+        .get_child(child, child_ns)
+        .map(|q| {
+            q.children()
+                .filter(|c| c.name() == "item")
+                .filter_map(|c| c.attr("jid").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const GET_ROSTER: &str =
+    "<iq xmlns='jabber:client' type='get'><query xmlns='jabber:iq:roster'/></iq>";
+const GET_BLOCKLIST: &str =
+    "<iq xmlns='jabber:client' type='get'><blocklist xmlns='urn:xmpp:blocking'/></iq>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vcard_private_and_roster_follow_the_user_to_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), "xe").await;
+    for user in ["alice", "bob", "carol"] {
+        nodes[0]
+            .ok(&["register", user, "localhost", "secret"])
+            .await;
+    }
+    let mut alice = User::login(&nodes[0], "alice", "a").await;
+    let mut bob = User::login(&nodes[1], "bob", "b").await;
+
+    // vCard (XEP-0054): set on node 1, read by bob on node 2.
+    iq_ok(
+        &mut alice,
+        "<iq xmlns='jabber:client' type='set'><vCard xmlns='vcard-temp'>\
+         <FN>Alice Liddell</FN><NICKNAME>al</NICKNAME></vCard></iq>",
+    )
+    .await;
+    let reply = iq_ok(
+        &mut bob,
+        "<iq xmlns='jabber:client' type='get' to='alice@localhost'>\
+         <vCard xmlns='vcard-temp'/></iq>",
+    )
+    .await;
+    assert_eq!(vcard_fn(&reply).as_deref(), Some("Alice Liddell"));
+
+    // Private XML storage (XEP-0049): set on node 1.
+    iq_ok(
+        &mut alice,
+        "<iq xmlns='jabber:client' type='set'><query xmlns='jabber:iq:private'>\
+         <prefs xmlns='test:prefs'><color>blue</color></prefs></query></iq>",
+    )
+    .await;
+
+    // Roster: an item set on node 1 (a resource on node 2 asked for the
+    // roster first, so it is interested in pushes).
+    let mut alice_b = User::login(&nodes[1], "alice", "b").await;
+    iq_ok(&mut alice_b, GET_ROSTER).await;
+    iq_ok(&mut alice, GET_ROSTER).await;
+    iq_ok(
+        &mut alice,
+        "<iq xmlns='jabber:client' type='set'><query xmlns='jabber:iq:roster'>\
+         <item jid='carol@localhost' name='Carol'><group>Friends</group></item>\
+         </query></iq>",
+    )
+    .await;
+    // The setting resource gets the push (RFC 6121 §2.3.2).
+    let push = alice
+        .next_where("roster push on node 1", |el| {
+            el.attr("type") == Some("set") && el.has_child("query", ns::ROSTER)
+        })
+        .await;
+    assert_eq!(item_jids(&push, "query", ns::ROSTER), ["carol@localhost"]);
+
+    // On node 2: the private data and the roster item are there.
+    let reply = iq_ok(
+        &mut alice_b,
+        "<iq xmlns='jabber:client' type='get'><query xmlns='jabber:iq:private'>\
+         <prefs xmlns='test:prefs'/></query></iq>",
+    )
+    .await;
+    let color = reply
+        .get_child("query", ns::PRIVATE)
+        .and_then(|q| q.get_child("prefs", "test:prefs"))
+        .and_then(|p| p.child_text("color", "test:prefs"));
+    assert_eq!(color.as_deref(), Some("blue"), "{reply:?}");
+    let reply = iq_ok(&mut alice_b, GET_ROSTER).await;
+    assert_eq!(item_jids(&reply, "query", ns::ROSTER), ["carol@localhost"]);
+    let item = reply
+        .get_child("query", ns::ROSTER)
+        .and_then(|q| q.children().next())
+        .unwrap();
+    assert_eq!(item.attr("name"), Some("Carol"));
+    assert_eq!(
+        item.child_text("group", ns::ROSTER).as_deref(),
+        Some("Friends")
+    );
+
+    // Alice leaves node 1 and logs in on node 3: her vCard is there.
+    alice.c.close().await.unwrap();
+    let mut alice_c = User::login(&nodes[2], "alice", "c").await;
+    let reply = iq_ok(
+        &mut alice_c,
+        "<iq xmlns='jabber:client' type='get'><vCard xmlns='vcard-temp'/></iq>",
+    )
+    .await;
+    assert_eq!(vcard_fn(&reply).as_deref(), Some("Alice Liddell"));
+    let reply = iq_ok(&mut alice_c, GET_ROSTER).await;
+    assert_eq!(item_jids(&reply, "query", ns::ROSTER), ["carol@localhost"]);
+
+    for u in [alice_b, alice_c, bob] {
+        let _ = u.c.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "roster pushes reach interested resources of this node only: \
+            mod_roster keeps who asked for the roster in a per-process map"]
+async fn a_roster_push_reaches_an_interested_resource_on_another_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), "xg").await;
+    nodes[0]
+        .ok(&["register", "alice", "localhost", "secret"])
+        .await;
+    let mut alice = User::login(&nodes[0], "alice", "a").await;
+    let mut alice_b = User::login(&nodes[1], "alice", "b").await;
+    iq_ok(&mut alice_b, GET_ROSTER).await;
+    iq_ok(&mut alice, GET_ROSTER).await;
+    iq_ok(
+        &mut alice,
+        "<iq xmlns='jabber:client' type='set'><query xmlns='jabber:iq:roster'>\
+         <item jid='carol@localhost'/></query></iq>",
+    )
+    .await;
+    let push = alice_b
+        .next_where("roster push on node 2", |el| {
+            el.attr("type") == Some("set") && el.has_child("query", ns::ROSTER)
+        })
+        .await;
+    assert_eq!(item_jids(&push, "query", ns::ROSTER), ["carol@localhost"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_and_disco_agree_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), "xf").await;
+    for user in ["alice", "bob"] {
+        nodes[0]
+            .ok(&["register", user, "localhost", "secret"])
+            .await;
+    }
+    let mut alice = User::login(&nodes[0], "alice", "a").await;
+    let mut bob = User::login(&nodes[1], "bob", "b").await;
+    let mut alice_c = User::login(&nodes[2], "alice", "c").await;
+    for u in [&mut alice, &mut bob, &mut alice_c] {
+        u.send_presence(None, None).await;
+    }
+    for n in &nodes {
+        wait_for(
+            &format!("{} sees 3 sessions", n.name),
+            Duration::from_secs(10),
+            || async { n.cluster_sessions().await == Some(3) },
+        )
+        .await;
+    }
+    // Node 3 has read her (empty) list before the block.
+    let reply = iq_ok(&mut alice_c, GET_BLOCKLIST).await;
+    assert!(item_jids(&reply, "blocklist", ns::BLOCKING).is_empty());
+
+    // Alice blocks bob through node 1: both her resources get the push.
+    iq_ok(
+        &mut alice,
+        "<iq xmlns='jabber:client' type='set'><block xmlns='urn:xmpp:blocking'>\
+         <item jid='bob@localhost'/></block></iq>",
+    )
+    .await;
+    for u in [&mut alice, &mut alice_c] {
+        let push = u
+            .next_where("block push", |el| {
+                el.attr("type") == Some("set") && el.has_child("block", ns::BLOCKING)
+            })
+            .await;
+        assert_eq!(item_jids(&push, "block", ns::BLOCKING), ["bob@localhost"]);
+    }
+    // Node 3 reads the new list.
+    let reply = iq_ok(&mut alice_c, GET_BLOCKLIST).await;
+    assert_eq!(
+        item_jids(&reply, "blocklist", ns::BLOCKING),
+        ["bob@localhost"]
+    );
+
+    // Bob (node 2) writes to each of her resources: refused with
+    // service-unavailable (XEP-0191 §3.5), nothing delivered.
+    for to in ["alice@localhost/a", "alice@localhost/c"] {
+        bob.c.send_message(to, "blocked?").await.unwrap();
+        let err = bob
+            .next_where(&format!("error from {to}"), |el| {
+                el.name() == "message" && el.attr("from") == Some(to)
+            })
+            .await;
+        assert_eq!(err.attr("type"), Some("error"), "{err:?}");
+        let e = err.get_child("error", ns::JABBER_CLIENT).unwrap();
+        assert!(
+            e.has_child("service-unavailable", ns::XMPP_STANZAS),
+            "{err:?}"
+        );
+    }
+    // Alice (node 3) writing to bob is refused with not-acceptable and
+    // <blocked/> (§3.4).
+    alice_c
+        .c
+        .send_message("bob@localhost/b", "hi bob")
+        .await
+        .unwrap();
+    let err = alice_c
+        .next_where("error from bob", |el| {
+            el.name() == "message" && el.attr("from") == Some("bob@localhost/b")
+        })
+        .await;
+    let e = err.get_child("error", ns::JABBER_CLIENT).unwrap();
+    assert!(e.has_child("not-acceptable", ns::XMPP_STANZAS), "{err:?}");
+    assert!(
+        e.has_child("blocked", "urn:xmpp:blocking:errors"),
+        "{err:?}"
+    );
+
+    // Unblocked through node 3: messages pass again both ways, and the
+    // first ones that arrive are the new ones.
+    iq_ok(
+        &mut alice_c,
+        "<iq xmlns='jabber:client' type='set'><unblock xmlns='urn:xmpp:blocking'>\
+         <item jid='bob@localhost'/></unblock></iq>",
+    )
+    .await;
+    for u in [&mut alice, &mut alice_c] {
+        u.next_where("unblock push", |el| {
+            el.attr("type") == Some("set") && el.has_child("unblock", ns::BLOCKING)
+        })
+        .await;
+    }
+    let reply = iq_ok(&mut alice, GET_BLOCKLIST).await;
+    assert!(item_jids(&reply, "blocklist", ns::BLOCKING).is_empty());
+    bob.c
+        .send_message("alice@localhost/a", "again a")
+        .await
+        .unwrap();
+    bob.c
+        .send_message("alice@localhost/c", "again c")
+        .await
+        .unwrap();
+    assert_eq!(alice.bodies("bob@localhost/b", 1).await, ["again a"]);
+    assert_eq!(alice_c.bodies("bob@localhost/b", 1).await, ["again c"]);
+    alice
+        .c
+        .send_message("bob@localhost/b", "hello bob")
+        .await
+        .unwrap();
+    assert_eq!(bob.bodies("alice@localhost/a", 1).await, ["hello bob"]);
+
+    // Disco: the server lists the same features through every node.
+    const DISCO: &str = "<iq xmlns='jabber:client' type='get' to='localhost'>\
+                         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>";
+    let mut users = [alice, bob, alice_c];
+    let mut seen = Vec::new();
+    for u in users.iter_mut() {
+        seen.push(features(&iq_ok(u, DISCO).await));
+    }
+    assert!(seen[0].iter().any(|f| f == ns::VERSION), "{:?}", seen[0]);
+    assert!(seen[0].iter().any(|f| f == ns::BLOCKING), "{:?}", seen[0]);
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0], seen[2]);
+    // mod_version stopped through node 2: no node lists it any more, and
+    // the rest is unchanged.
+    nodes[1].ok(&["stop-module", "mod_version"]).await;
+    let want: Vec<String> = seen[0]
+        .iter()
+        .filter(|f| *f != ns::VERSION)
+        .cloned()
+        .collect();
+    for u in users.iter_mut() {
+        assert_eq!(features(&iq_ok(u, DISCO).await), want, "{}", u.jid());
+    }
+    for u in users {
+        let _ = u.c.close().await;
+    }
 }
