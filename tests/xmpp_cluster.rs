@@ -921,8 +921,6 @@ async fn vcard_private_and_roster_follow_the_user_to_every_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "roster pushes reach interested resources of this node only: \
-            mod_roster keeps who asked for the roster in a per-process map"]
 async fn a_roster_push_reaches_an_interested_resource_on_another_node() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = three_nodes(dir.path(), "xg").await;

@@ -45,8 +45,11 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use super::disco::{iq_error, iq_result};
 use super::{Services, holder_tree, opt_bool};
 use crate::c2s::C2sMsg;
-use crate::hooks::{Account, C2S_STREAM_FEATURES, REMOVE_USER, SM_REMOVE_CONNECTION, SessionInfo};
-use crate::jid::{self, Jid};
+use crate::hooks::{
+    Account, C2S_STREAM_FEATURES, REMOVE_USER, SM_REMOVE_CONNECTION, SessionInfo,
+    USER_RECEIVE_PACKET,
+};
+use crate::jid::{self, FullJid, Jid};
 use crate::ns;
 use crate::sm::SessionRecord;
 use crate::stanza_error::StanzaErrorCondition;
@@ -379,15 +382,19 @@ pub fn version_of(items: &[RosterItem]) -> String {
 /// `user@host` (RFC 6121 §2.1.6), with the new version when versioning is
 /// on.
 pub async fn push(services: &Services, host: &str, user: &str, item: Element) {
+    // Who asked for the roster is known where the session is: local
+    // sessions are chosen here, sessions of other nodes get the push and
+    // their node drops it unless they asked (see `is_unwanted_push`).
     let targets: Vec<SessionRecord> = services
         .sm
         .sessions_of(host, user)
         .into_iter()
         .filter(|s| {
             let full = format!("{user}@{host}/{}", s.resource);
-            INTERESTED
-                .get(&interest_key(services, &full))
-                .is_some_and(|sid| *sid == s.sid)
+            s.node != services.sm.node()
+                || INTERESTED
+                    .get(&interest_key(services, &full))
+                    .is_some_and(|sid| *sid == s.sid)
         })
         .collect();
     if targets.is_empty() {
@@ -414,6 +421,18 @@ pub async fn push(services: &Services, host: &str, user: &str, item: Element) {
             .build();
         services.router.route(iq).await;
     }
+}
+
+/// Whether `stanza`, about to reach session `jid` of this node, is a
+/// roster push that session did not ask for (it never requested the
+/// roster): a push sent by another node, which cannot know.
+fn is_unwanted_push(services: &Services, jid: &FullJid, stanza: &Element) -> bool {
+    let bare = jid.to_bare().to_string();
+    stanza.name() == "iq"
+        && stanza.attr("type") == Some("set")
+        && stanza.attr("from") == Some(bare.as_str())
+        && stanza.has_child("query", ns::ROSTER)
+        && !INTERESTED.contains_key(&interest_key(services, &jid.to_string()))
 }
 
 /// Hands `stanza` to the local session `sid` directly, past the router
@@ -695,6 +714,27 @@ impl Module for Mod {
                     )
                     .map_err(|e| e.to_string())?;
             }
+            let s = services.clone();
+            hooks
+                .subscribe_fn(
+                    &USER_RECEIVE_PACKET,
+                    scope,
+                    50,
+                    Some(cell.clone()),
+                    move |info: SessionInfo, acc: Option<Element>| {
+                        let unwanted = acc
+                            .as_ref()
+                            .is_some_and(|st| is_unwanted_push(&s, &info.jid, st));
+                        async move {
+                            if unwanted {
+                                Flow::Stop(None)
+                            } else {
+                                Flow::Continue(acc)
+                            }
+                        }
+                    },
+                )
+                .map_err(|e| e.to_string())?;
             let s = services.clone();
             hooks
                 .subscribe_fn(
