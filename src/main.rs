@@ -17,7 +17,7 @@ use beamline::admin::{CtlCommand, run_ctl, socket_path};
 use beamline::node::Node;
 use beamline::supervision::{DynamicMsg, DynamicSupervisorRef, SupervisorMsg, SupervisorRef};
 use beamline::xmpp::config::Config;
-use beamline::xmpp::server::ServerOptions;
+use beamline::xmpp::server::{ServerOptions, check_module_options};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -72,10 +72,13 @@ enum Command {
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     // The error already reads `file:line:col: key: message`.
-    match path {
-        Some(p) => Config::from_file(p).map_err(|e| anyhow::anyhow!("{e}")),
-        None => Ok(Config::default()),
-    }
+    let config = match path {
+        Some(p) => Config::from_file(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Config::default(),
+    };
+    // Module names and options too, before anything starts.
+    check_module_options(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(config)
 }
 
 /// One line per child, indented by depth: child ids from supervisors, and

@@ -27,6 +27,41 @@ fn check_config_names_file_line_and_key_of_an_unknown_option() {
 }
 
 #[test]
+fn check_config_checks_module_names_and_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "[modules.mod_vcard]\nmax_sise = 10\n",
+            "bad.toml:2:",
+            "modules.mod_vcard.max_sise",
+        ),
+        (
+            "[modules.mod_roster]\nversioning = 1\n",
+            "bad.toml:1:",
+            "versioning must be true or false",
+        ),
+        (
+            "[modules.mod_pong]\n",
+            "bad.toml:1:",
+            "unknown module `mod_pong`",
+        ),
+    ];
+    for (text, place, what) in cases {
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, text).expect("write");
+        let out = beamline()
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .expect("run beamline");
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(place), "{err}");
+        assert!(err.contains(what), "{err}");
+    }
+}
+
+#[test]
 fn the_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/beamline.example.toml");
     let out = beamline()

@@ -267,7 +267,15 @@ impl Message for ManagerMsg {}
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ModuleManager;
 
-fn merge_options(module: &dyn Module, given: ModuleOptions) -> Result<ModuleOptions, ModuleError> {
+/// `given` merged over `module`'s defaults and validated, as the manager
+/// does before a start or reload (an unknown key is
+/// [`ModuleError::UnknownOption`], a refused value
+/// [`ModuleError::InvalidOptions`]). For checking a configuration without
+/// starting anything.
+pub fn merge_options(
+    module: &dyn Module,
+    given: ModuleOptions,
+) -> Result<ModuleOptions, ModuleError> {
     let mut opts = module.default_options();
     for (k, v) in given {
         if !opts.contains_key(&k) {

@@ -32,7 +32,9 @@ use beamline_runtime::hooks::{Hooks, Scope};
 use beamline_storage::backend::{Backend, BackendError, TablesBackend};
 use beamline_storage::disc::{DiscOptions, SyncPolicy};
 use beamline_storage::{Db, DurableDb};
-use beamline_supervision::module::{ModuleError, ModuleManager, ModuleManagerRef, ModuleOptions};
+use beamline_supervision::module::{
+    ModuleError, ModuleManager, ModuleManagerRef, ModuleOptions, merge_options,
+};
 use beamline_supervision::{
     ChildHandle, ChildSpec, DynamicMsg, DynamicSpec, DynamicSupervisor, Restart, Strategy,
     Supervisor, SupervisorRef, SupervisorSpec,
@@ -44,7 +46,7 @@ use tokio::net::TcpListener;
 use crate::access::{Access, Subject};
 use crate::c2s::{BoxIo, C2sArgs, C2sMsg, C2sSession, IpGuard, ListenerSettings, Peer};
 use crate::cluster::{self, Cluster, LocalModules, ModuleCmd};
-use crate::config::{Config, ListenerConfig, ListenerKind, StartTls, SyncMode};
+use crate::config::{Config, ConfigError, ListenerConfig, ListenerKind, StartTls, SyncMode};
 use crate::hooks::{Account, REGISTER_USER, REMOVE_USER};
 use crate::modules::{DiscoRegistry, Services, builtin_modules, builtin_names};
 use crate::router::Router;
@@ -257,6 +259,56 @@ pub(crate) fn module_options(table: &toml::Table) -> Result<ModuleOptions, Strin
         Ok(_) => Err("options must be a table".into()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Checks the `[modules]` of `config` without starting anything: known
+/// names, and each module's options merged over its defaults and
+/// validated. Errors name the file, line and key, as at start.
+pub fn check_module_options(config: &Config) -> Result<(), ConfigError> {
+    let db = Db::in_memory();
+    let (Ok(sm), Ok(backend)) = (
+        SessionManager::new(&db, "check", 1),
+        TablesBackend::new(Db::in_memory()),
+    ) else {
+        return Err(config.error_at(&["modules"], "cannot build the modules to check them"));
+    };
+    let hooks = Hooks::new();
+    let config_arc = Arc::new(config.clone());
+    let router = Router::new(
+        config.hosts.iter().cloned(),
+        sm.clone(),
+        hooks.clone(),
+        Arc::new(backend.clone()),
+        1,
+    );
+    let services = Services {
+        router,
+        hooks,
+        sm,
+        backend: Arc::new(backend),
+        config: config_arc.clone(),
+        access: Access::new(config_arc),
+        disco: DiscoRegistry::default(),
+    };
+    let all = builtin_modules(&services);
+    let names: Vec<&str> = all.iter().map(|m| m.name()).collect();
+    config.check_modules(&names)?;
+    for (name, table) in &config.modules {
+        let Some(module) = all.iter().find(|m| m.name() == name.as_str()) else {
+            continue;
+        };
+        let opts = module_options(table).map_err(|e| config.error_at(&["modules", name], e))?;
+        if let Err(e) = merge_options(module.as_ref(), opts) {
+            let key: Vec<&str> = match &e {
+                ModuleError::UnknownOption { option, .. } => {
+                    vec!["modules", name.as_str(), option.as_str()]
+                }
+                _ => vec!["modules", name.as_str()],
+            };
+            return Err(config.error_at(&key, e.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// Starts the modules of `[modules]` on every host, each after the
