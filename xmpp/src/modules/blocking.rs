@@ -59,9 +59,10 @@ use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 use dashmap::DashMap;
 
-use super::private::{iq_error, iq_result, own_account};
+use super::private::own_account;
 use super::roster::{self, Subscription};
 use super::{Services, holder_tree};
+use super::{iq_error_reply, iq_result};
 use crate::hooks::{
     FILTER_PACKET, OFFLINE_MESSAGE, PRESENCE_IN, REMOVE_USER, SM_REMOVE_CONNECTION, SessionInfo,
     USER_RECEIVE_PACKET, USER_SEND_PACKET,
@@ -490,47 +491,49 @@ fn with_items<'a>(name: &str, jids: impl IntoIterator<Item = &'a String>) -> Ele
 /// Answers a blocking IQ: the reply, and the push to send after it.
 async fn handle(st: &State, iq: Element) -> (Element, Option<(String, Element)>) {
     let Some((user, _)) = own_account(&iq) else {
-        return (iq_error(&iq, StanzaErrorCondition::Forbidden), None);
+        return (iq_error_reply(&iq, StanzaErrorCondition::Forbidden), None);
     };
     let Some(child) = iq.children().next() else {
-        return (iq_error(&iq, StanzaErrorCondition::BadRequest), None);
+        return (iq_error_reply(&iq, StanzaErrorCondition::BadRequest), None);
     };
     let set = iq.attr("type") == Some("set");
     match (set, child.name()) {
         (false, "blocklist") => {
             let list = st.list(&user, true).await;
-            let mut reply = iq_result(&iq);
+            let mut reply = iq_result(&iq, None);
             reply.append_child(with_items("blocklist", list.iter()));
             (reply, None)
         }
         (true, "block") => match items(child) {
-            Ok(jids) if jids.is_empty() => (iq_error(&iq, StanzaErrorCondition::BadRequest), None),
+            Ok(jids) if jids.is_empty() => {
+                (iq_error_reply(&iq, StanzaErrorCondition::BadRequest), None)
+            }
             Ok(jids) => {
                 let jids: Vec<String> = jids.iter().map(|j| j.to_string()).collect();
                 if let Err(c) = block(st, &user, &jids).await {
-                    return (iq_error(&iq, c), None);
+                    return (iq_error_reply(&iq, c), None);
                 }
                 (
-                    iq_result(&iq),
+                    iq_result(&iq, None),
                     Some((user, with_items("block", jids.iter()))),
                 )
             }
-            Err(c) => (iq_error(&iq, c), None),
+            Err(c) => (iq_error_reply(&iq, c), None),
         },
         (true, "unblock") => match items(child) {
             Ok(jids) => {
                 let jids: Vec<String> = jids.iter().map(|j| j.to_string()).collect();
                 if let Err(c) = unblock(st, &user, &jids).await {
-                    return (iq_error(&iq, c), None);
+                    return (iq_error_reply(&iq, c), None);
                 }
                 (
-                    iq_result(&iq),
+                    iq_result(&iq, None),
                     Some((user, with_items("unblock", jids.iter()))),
                 )
             }
-            Err(c) => (iq_error(&iq, c), None),
+            Err(c) => (iq_error_reply(&iq, c), None),
         },
-        _ => (iq_error(&iq, StanzaErrorCondition::BadRequest), None),
+        _ => (iq_error_reply(&iq, StanzaErrorCondition::BadRequest), None),
     }
 }
 

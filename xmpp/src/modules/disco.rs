@@ -35,10 +35,11 @@ use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 
 use super::{Services, holder_tree, opt_str};
+use super::{iq_error, iq_result, to_account};
 use crate::hooks::C2S_STREAM_FEATURES;
 use crate::jid;
 use crate::ns;
-use crate::stanza_error::{StanzaError, StanzaErrorCondition, error_reply};
+use crate::stanza_error::StanzaErrorCondition;
 use crate::xml::Element;
 
 /// The `node` of the server's entity capabilities (XEP-0115 §4): names
@@ -184,51 +185,6 @@ pub fn caps_ver(identities: &[Identity], features: &[String], forms: &[InfoForm]
         }
     }
     base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
-}
-
-/// A `result` reply to an IQ request: `to` the request's `from`, `from`
-/// its `to`, same `id`, with `payload` as child if any.
-pub fn iq_result(req: &Element, payload: Option<Element>) -> Element {
-    let mut reply = Element::new("iq", ns::JABBER_CLIENT);
-    if let Some(from) = req.attr("from") {
-        reply.set_attr("to", from);
-    }
-    if let Some(to) = req.attr("to") {
-        reply.set_attr("from", to);
-    }
-    reply.set_attr("type", "result");
-    if let Some(id) = req.attr("id") {
-        reply.set_attr("id", id);
-    }
-    if let Some(p) = payload {
-        reply.append_child(p);
-    }
-    reply
-}
-
-/// An error reply to an IQ request with `condition`.
-pub fn iq_error(req: &Element, condition: StanzaErrorCondition) -> Option<Element> {
-    error_reply(req, &StanzaError::new(condition), false)
-}
-
-/// An error reply with a descriptive text.
-pub fn iq_error_text(
-    req: &Element,
-    condition: StanzaErrorCondition,
-    text: &str,
-) -> Option<Element> {
-    error_reply(
-        req,
-        &StanzaError::new(condition).with_text(text, Some("en")),
-        false,
-    )
-}
-
-/// Whether the IQ is addressed to an account (its `to` has a local part).
-pub fn to_account(req: &Element) -> bool {
-    req.attr("to")
-        .and_then(|t| jid::parse(t).ok())
-        .is_some_and(|j| j.node().is_some())
 }
 
 /// The `mod_disco` module.

@@ -37,8 +37,12 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 
 use crate::access::Access;
 use crate::config::Config;
+use crate::jid;
+use crate::ns;
 use crate::router::{IqHandler, Router};
 use crate::sm::SessionManager;
+use crate::stanza_error::{StanzaError, StanzaErrorCondition, error_reply};
+use crate::xml::Element;
 
 /// What a module may use: the server's shared services. Cheap to clone.
 #[derive(Clone)]
@@ -177,6 +181,57 @@ pub fn opt_u64(opts: &ModuleOptions, key: &str) -> Option<u64> {
 /// Reads a string option.
 pub fn opt_str<'a>(opts: &'a ModuleOptions, key: &str) -> Option<&'a str> {
     opts.get(key).and_then(|v| v.as_str())
+}
+
+/// A `result` reply to an IQ request: `to` the request's `from`, `from`
+/// its `to`, same `id`, with `payload` as child if any.
+pub fn iq_result(req: &Element, payload: Option<Element>) -> Element {
+    let mut reply = Element::new("iq", ns::JABBER_CLIENT);
+    if let Some(from) = req.attr("from") {
+        reply.set_attr("to", from);
+    }
+    if let Some(to) = req.attr("to") {
+        reply.set_attr("from", to);
+    }
+    reply.set_attr("type", "result");
+    if let Some(id) = req.attr("id") {
+        reply.set_attr("id", id);
+    }
+    if let Some(p) = payload {
+        reply.append_child(p);
+    }
+    reply
+}
+
+/// An error reply to an IQ request with `condition`.
+pub fn iq_error(req: &Element, condition: StanzaErrorCondition) -> Option<Element> {
+    error_reply(req, &StanzaError::new(condition), false)
+}
+
+/// An error reply with a descriptive text.
+pub fn iq_error_text(
+    req: &Element,
+    condition: StanzaErrorCondition,
+    text: &str,
+) -> Option<Element> {
+    error_reply(
+        req,
+        &StanzaError::new(condition).with_text(text, Some("en")),
+        false,
+    )
+}
+
+/// Whether the IQ is addressed to an account (its `to` has a local part).
+pub fn to_account(req: &Element) -> bool {
+    req.attr("to")
+        .and_then(|t| jid::parse(t).ok())
+        .is_some_and(|j| j.node().is_some())
+}
+
+/// [`iq_error`] as an element (an IQ request is never an error, so there
+/// always is a reply; the fallback is unreachable).
+pub fn iq_error_reply(req: &Element, condition: StanzaErrorCondition) -> Element {
+    iq_error(req, condition).unwrap_or_else(|| req.clone())
 }
 
 /// Every module this build has, ready for the module manager.

@@ -29,8 +29,8 @@ use ractor::{ActorCell, ActorStatus};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::disco::{iq_error, iq_result};
 use super::{Services, holder_tree, opt_bool, opt_str, opt_u64};
+use super::{iq_error, iq_result};
 use crate::c2s::C2sMsg;
 use crate::hooks::{SM_REGISTER_CONNECTION, SM_REMOVE_CONNECTION, SessionInfo, USER_SEND_PACKET};
 use crate::jid::FullJid;

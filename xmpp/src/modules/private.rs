@@ -30,9 +30,10 @@ use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 
 use super::{Services, holder_tree};
+use super::{iq_error_reply, iq_result};
 use crate::hooks::REMOVE_USER;
 use crate::ns;
-use crate::stanza_error::{StanzaError, StanzaErrorCondition, error_reply};
+use crate::stanza_error::StanzaErrorCondition;
 use crate::xml::Element;
 
 /// The backend map that holds the stored fragments, keyed by namespace.
@@ -109,22 +110,6 @@ pub(crate) fn account_of(jid: &str) -> Option<(String, String)> {
     Some((node.to_string(), jid.domain().to_string()))
 }
 
-/// An error reply to `iq` with `condition` (an IQ request is never an
-/// error, so there always is one; the fallback is unreachable).
-pub(crate) fn iq_error(iq: &Element, condition: StanzaErrorCondition) -> Element {
-    error_reply(iq, &StanzaError::new(condition), false).unwrap_or_else(|| iq.clone())
-}
-
-/// An empty `result` reply to `iq`.
-pub(crate) fn iq_result(iq: &Element) -> Element {
-    Element::builder("iq", ns::JABBER_CLIENT)
-        .attr("type", "result")
-        .attr_opt("id", iq.attr("id"))
-        .attr_opt("to", iq.attr("from"))
-        .attr_opt("from", iq.attr("to"))
-        .build()
-}
-
 /// Whether the sender (`from`) is the account the IQ is addressed to
 /// (`to`, a bare JID): the account's `(user, host)` if so.
 pub(crate) fn own_account(iq: &Element) -> Option<(String, String)> {
@@ -150,17 +135,17 @@ fn reserved(namespace: &str) -> bool {
 
 async fn handle(services: &Services, iq: Element) -> Element {
     let Some((user, host)) = own_account(&iq) else {
-        return iq_error(&iq, StanzaErrorCondition::Forbidden);
+        return iq_error_reply(&iq, StanzaErrorCondition::Forbidden);
     };
     let Some(query) = iq.get_child("query", ns::PRIVATE) else {
-        return iq_error(&iq, StanzaErrorCondition::BadRequest);
+        return iq_error_reply(&iq, StanzaErrorCondition::BadRequest);
     };
     let items: Vec<&Element> = query.children().collect();
     if items.is_empty() {
-        return iq_error(&iq, StanzaErrorCondition::NotAcceptable);
+        return iq_error_reply(&iq, StanzaErrorCondition::NotAcceptable);
     }
     if items.iter().any(|e| reserved(e.ns())) {
-        return iq_error(&iq, StanzaErrorCondition::NotAcceptable);
+        return iq_error_reply(&iq, StanzaErrorCondition::NotAcceptable);
     }
     let backend = &services.backend;
     if iq.attr("type") == Some("set") {
@@ -185,10 +170,10 @@ async fn handle(services: &Services, iq: Element) -> Element {
                 .await
             {
                 tracing::warn!(%user, %host, error = %e, "private storage: write failed");
-                return iq_error(&iq, StanzaErrorCondition::InternalServerError);
+                return iq_error_reply(&iq, StanzaErrorCondition::InternalServerError);
             }
         }
-        return iq_result(&iq);
+        return iq_result(&iq, None);
     }
     let mut out = Element::new("query", ns::PRIVATE);
     let mut seen: Vec<&str> = Vec::new();
@@ -214,11 +199,11 @@ async fn handle(services: &Services, iq: Element) -> Element {
             }
             Err(e) => {
                 tracing::warn!(%user, %host, error = %e, "private storage: read failed");
-                return iq_error(&iq, StanzaErrorCondition::InternalServerError);
+                return iq_error_reply(&iq, StanzaErrorCondition::InternalServerError);
             }
         }
     }
-    let mut reply = iq_result(&iq);
+    let mut reply = iq_result(&iq, None);
     reply.append_child(out);
     reply
 }

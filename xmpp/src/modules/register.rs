@@ -47,8 +47,8 @@ use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 use parking_lot::Mutex;
 use serde_json::json;
 
-use super::disco::{iq_error, iq_error_text, iq_result};
 use super::{Services, holder_tree, opt_str, opt_u64};
+use super::{iq_error, iq_error_text, iq_result};
 use crate::access::Subject;
 use crate::c2s::C2sMsg;
 use crate::hooks::{

@@ -42,8 +42,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::disco::{iq_error, iq_result};
 use super::{Services, holder_tree, opt_bool};
+use super::{iq_error, iq_result};
 use crate::c2s::C2sMsg;
 use crate::hooks::{
     Account, C2S_STREAM_FEATURES, REMOVE_USER, SM_REMOVE_CONNECTION, SessionInfo,

@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 
-use super::disco::{iq_error, iq_result, to_account};
 use super::{Services, holder_tree};
+use super::{iq_error, iq_result, to_account};
 use crate::ns;
 use crate::stanza_error::StanzaErrorCondition;
 use crate::xml::Element;

@@ -25,8 +25,9 @@ use beamline_runtime::hooks::{Flow, Scope};
 use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 
-use super::private::{decode_stored, iq_error, iq_result, own_account};
+use super::private::{decode_stored, own_account};
 use super::{Services, holder_tree, opt_u64};
+use super::{iq_error_reply, iq_result};
 use crate::hooks::REMOVE_USER;
 use crate::ns;
 use crate::stanza_error::{StanzaError, StanzaErrorCondition, error_reply};
@@ -124,19 +125,19 @@ fn server_vcard() -> Element {
 
 async fn handle(services: &Services, iq: Element, max_size: usize) -> Element {
     let Some(vcard) = iq.get_child("vCard", ns::VCARD) else {
-        return iq_error(&iq, StanzaErrorCondition::BadRequest);
+        return iq_error_reply(&iq, StanzaErrorCondition::BadRequest);
     };
     let to = iq.attr("to").and_then(|t| crate::jid::parse(t).ok());
     let Some(to) = to else {
-        return iq_error(&iq, StanzaErrorCondition::BadRequest);
+        return iq_error_reply(&iq, StanzaErrorCondition::BadRequest);
     };
     let set = iq.attr("type") == Some("set");
     let Some(node) = to.node() else {
         // The server itself.
         if set {
-            return iq_error(&iq, StanzaErrorCondition::NotAllowed);
+            return iq_error_reply(&iq, StanzaErrorCondition::NotAllowed);
         }
-        let mut reply = iq_result(&iq);
+        let mut reply = iq_result(&iq, None);
         reply.append_child(server_vcard());
         return reply;
     };
@@ -144,7 +145,7 @@ async fn handle(services: &Services, iq: Element, max_size: usize) -> Element {
     let backend = &services.backend;
     if set {
         if own_account(&iq).is_none() {
-            return iq_error(&iq, StanzaErrorCondition::Forbidden);
+            return iq_error_reply(&iq, StanzaErrorCondition::Forbidden);
         }
         let bytes = vcard.to_bytes();
         if bytes.len() > max_size {
@@ -156,21 +157,21 @@ async fn handle(services: &Services, iq: Element, max_size: usize) -> Element {
         }
         if let Err(e) = backend.doc_put(&host, &user, DOC, bytes).await {
             tracing::warn!(%user, %host, error = %e, "vCard: write failed");
-            return iq_error(&iq, StanzaErrorCondition::InternalServerError);
+            return iq_error_reply(&iq, StanzaErrorCondition::InternalServerError);
         }
-        return iq_result(&iq);
+        return iq_result(&iq, None);
     }
     let stored = match backend.doc_get(&host, &user, DOC).await {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(%user, %host, error = %e, "vCard: read failed");
-            return iq_error(&iq, StanzaErrorCondition::InternalServerError);
+            return iq_error_reply(&iq, StanzaErrorCondition::InternalServerError);
         }
     };
     let vcard = stored
         .and_then(|b| decode_stored(&b))
         .unwrap_or_else(|| Element::new("vCard", ns::VCARD));
-    let mut reply = iq_result(&iq);
+    let mut reply = iq_result(&iq, None);
     reply.append_child(vcard);
     reply
 }

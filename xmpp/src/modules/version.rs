@@ -11,8 +11,8 @@ use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 use serde_json::json;
 
-use super::disco::{iq_error, iq_result, to_account};
 use super::{Services, holder_tree, opt_bool};
+use super::{iq_error, iq_result, to_account};
 use crate::ns;
 use crate::stanza_error::StanzaErrorCondition;
 use crate::xml::Element;
