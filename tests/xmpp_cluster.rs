@@ -150,6 +150,10 @@ impl TestNode {
     }
 }
 
+/// One three-node cluster at a time: seven clusters of three processes
+/// starting together on two cores made a node miss its join now and then.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Polls `f` every 100 ms until it holds; panics after `timeout`.
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F) -> Duration
 where
@@ -344,6 +348,7 @@ fn bare(full: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_on_three_nodes_chat_and_survive_a_killed_node() {
+    let _one_cluster_at_a_time = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut nodes = three_nodes(dir.path(), "xa").await;
@@ -467,6 +472,7 @@ async fn users_on_three_nodes_chat_and_survive_a_killed_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_sessions_and_modules_reach_every_node() {
+    let _one_cluster_at_a_time = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let nodes = three_nodes(dir.path(), "xb").await;
     nodes[1]
@@ -567,6 +573,7 @@ async fn replaced_sessions_and_modules_reach_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_node_is_dropped_then_merged_back_when_it_continues() {
+    let _one_cluster_at_a_time = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let nodes = three_nodes(dir.path(), "xc").await;
     for user in ["frank", "grace"] {
@@ -641,6 +648,7 @@ async fn a_frozen_node_is_dropped_then_merged_back_when_it_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_node_dies_and_exactly_one_survivor_tells_the_contacts() {
+    let _one_cluster_at_a_time = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = three_nodes(dir.path(), "xd").await;
     for user in ["heidi", "ivan", "judy"] {
@@ -826,6 +834,7 @@ const GET_BLOCKLIST: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vcard_private_and_roster_follow_the_user_to_every_node() {
+    let _one_cluster_at_a_time = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let nodes = three_nodes(dir.path(), "xe").await;
     for user in ["alice", "bob", "carol"] {
@@ -922,6 +931,7 @@ async fn vcard_private_and_roster_follow_the_user_to_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_roster_push_reaches_an_interested_resource_on_another_node() {
+    let _one_cluster_at_a_time = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let nodes = three_nodes(dir.path(), "xg").await;
     nodes[0]
@@ -947,6 +957,7 @@ async fn a_roster_push_reaches_an_interested_resource_on_another_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_and_disco_agree_on_every_node() {
+    let _one_cluster_at_a_time = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let nodes = three_nodes(dir.path(), "xf").await;
     for user in ["alice", "bob"] {
