@@ -2,11 +2,19 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// The filter when `RUST_LOG` is not set.
+pub const DEFAULT_FILTER: &str = "info,ractor=warn";
+
 /// Installs a `tracing` subscriber that prints to stderr, filtered by
-/// `RUST_LOG` (default `info`). Calling it twice is harmless: the second
-/// call keeps the first subscriber.
+/// `RUST_LOG` (default `info,ractor=warn`). Calling it twice is harmless:
+/// the second call keeps the first subscriber.
+///
+/// ractor opens an info-level span per actor that lives as long as the
+/// actor; with one actor per client session, the default filter keeps
+/// them off so that they cost no memory.
 pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -379,7 +379,30 @@ fn partial_stanza_costs_its_bytes_and_buffer_shrinks_after() {
     );
     assert_eq!(dec.next_event().expect("ok"), None);
     assert_eq!(dec.buffered_len(), 0);
-    assert!(dec.buffer_capacity() <= StreamLimits::default().idle_buffer_capacity);
+    // Everything consumed: an idle stream holds no input buffer at all.
+    assert_eq!(dec.buffer_capacity(), 0);
+}
+
+#[test]
+fn idle_stream_keeps_no_buffer_but_a_partial_stanza_keeps_its_bytes() {
+    let mut dec = StreamDecoder::new(StreamLimits::default());
+    dec.set_authenticated(true);
+    decode_chunked(&mut dec, HEADER.as_bytes(), usize::MAX);
+    dec.feed(b"<message><body>hi</body></message><presence");
+    assert!(matches!(
+        dec.next_event().expect("ok"),
+        Some(StreamEvent::Stanza(_))
+    ));
+    assert_eq!(dec.next_event().expect("ok"), None);
+    assert_eq!(dec.buffered_len(), "<presence".len());
+    assert!(dec.buffer_capacity() > 0);
+    dec.feed(b"/>");
+    assert!(matches!(
+        dec.next_event().expect("ok"),
+        Some(StreamEvent::Stanza(_))
+    ));
+    assert_eq!(dec.next_event().expect("ok"), None);
+    assert_eq!(dec.buffer_capacity(), 0);
 }
 
 #[test]

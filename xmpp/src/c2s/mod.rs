@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 
 use crate::stream::{DecodeError, StreamDecoder, StreamEvent};
 use crate::stream_error::StreamErrorCondition;
@@ -153,14 +153,52 @@ impl Shaper {
     }
 }
 
-/// Size of the read buffer of a connection.
-const READ_CHUNK: usize = 2048;
+/// Size of the buffer a connection reads into: one per worker thread,
+/// shared by all connections (see [`next_event`]).
+const READ_CHUNK: usize = 8192;
+
+thread_local! {
+    /// The read buffer of the connections polled on this thread. A read
+    /// copies what arrived into the decoder before the poll returns, so
+    /// no connection holds a read buffer while it waits: an idle session
+    /// costs no buffer memory.
+    static READ_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads once from `r` into the thread's buffer and feeds what came into
+/// `dec`; the number of bytes (0 at end of stream).
+async fn read_into<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    dec: &mut StreamDecoder,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        READ_BUF.with(|cell| {
+            // Not borrowed across an await: the borrow ends with this poll.
+            let Ok(mut scratch) = cell.try_borrow_mut() else {
+                return std::task::Poll::Ready(Err(std::io::Error::other(
+                    "read buffer in use on this thread",
+                )));
+            };
+            let mut rb = tokio::io::ReadBuf::new(&mut scratch[..]);
+            match std::pin::Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                std::task::Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    dec.feed(rb.filled());
+                    std::task::Poll::Ready(Ok(n))
+                }
+                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+    })
+    .await
+}
 
 /// Reads until the decoder yields an event.
 pub(crate) async fn next_event<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
     dec: &mut StreamDecoder,
-    buf: &mut [u8],
     shaper: &mut Option<Shaper>,
 ) -> Result<StreamEvent, ReadEnd> {
     loop {
@@ -170,11 +208,10 @@ pub(crate) async fn next_event<R: AsyncRead + Unpin + ?Sized>(
             Ok(None) => {}
             Err(e) => return Err(ReadEnd::Decode(e)),
         }
-        let n = r.read(buf).await.map_err(ReadEnd::Io)?;
+        let n = read_into(r, dec).await.map_err(ReadEnd::Io)?;
         if n == 0 {
             return Err(ReadEnd::Eof);
         }
-        dec.feed(&buf[..n]);
         if let Some(shaper) = shaper {
             let wait = shaper.take(n);
             if !wait.is_zero() {

@@ -56,7 +56,6 @@ pub(crate) struct ListenerSettings {
 struct Conn {
     io: BoxIo,
     dec: StreamDecoder,
-    buf: Vec<u8>,
     out: Vec<u8>,
     shaper: Option<Shaper>,
     /// Whether our header was sent for the current stream (a stream error
@@ -138,7 +137,7 @@ impl Conn {
     }
 
     async fn next(&mut self) -> Result<StreamEvent, Fail> {
-        Ok(next_event(&mut self.io, &mut self.dec, &mut self.buf, &mut self.shaper).await?)
+        Ok(next_event(&mut self.io, &mut self.dec, &mut self.shaper).await?)
     }
 
     fn write_header(&mut self, host: &str, lang: &str) {
@@ -616,64 +615,17 @@ pub(crate) async fn run(
     peer: Peer,
     stop: oneshot::Receiver<StreamError>,
 ) {
-    let deadline = Instant::now() + lst.auth_timeout;
-    let mut conn = Conn {
-        io,
-        dec: StreamDecoder::new(lst.limits.clone()),
-        buf: vec![0; super::READ_CHUNK],
-        out: Vec::new(),
-        shaper: lst.shaper.map(|(rate, burst)| Shaper::new(rate, burst)),
-        header_sent: false,
-        host: None,
-        tls: false,
-        cb: ChannelBinding::none(),
-    };
-    let fallback_host = ctx.default_host().to_owned();
-    // Direct TLS: the handshake comes first.
-    if lst.kind == ListenerKind::C2sTls {
-        let Some(acceptor) = lst.tls.clone() else {
-            let _ = myself.cast(C2sMsg::Disconnected);
-            return;
-        };
-        let plain = std::mem::replace(&mut conn.io, Box::new(tokio::io::empty()));
-        match tokio::time::timeout_at(deadline, acceptor.accept(plain)).await {
-            Ok(Ok(tls)) => {
-                conn.cb = match &ctx.certs {
-                    Some(certs) => certs.stream_channel_binding(&tls),
-                    None => ChannelBinding::none(),
-                };
-                conn.io = Box::new(tls);
-                conn.tls = true;
-            }
-            _ => {
-                let _ = myself.cast(C2sMsg::Disconnected);
-                return;
-            }
-        }
-    }
-    let outcome = tokio::select! {
-        r = tokio::time::timeout_at(deadline, negotiate(&ctx, &lst, &mut conn, &peer)) => match r {
-            Ok(r) => r,
-            Err(_) => Err(fail(StreamErrorCondition::ConnectionTimeout, "authentication took too long")),
-        },
-        r = stop => Err(Fail::Error(r.unwrap_or_else(|_| StreamErrorCondition::SystemShutdown.into()))),
-    };
-    let authed = match outcome {
-        Ok(a) => a,
-        Err(f) => {
-            match f {
-                Fail::Error(e) => conn.close_with(Some(e), &fallback_host).await,
-                Fail::Closed => conn.close_with(None, &fallback_host).await,
-                Fail::Gone => {}
-            }
-            let _ = myself.cast(C2sMsg::Disconnected);
-            return;
-        }
+    // The negotiation's state machine (TLS handshake, SASL) is far larger
+    // than the reader's; boxed, it is freed once done instead of sizing
+    // the task of every idle session.
+    let Some((conn, authed)) = Box::pin(negotiate_connection(&ctx, &lst, io, peer, stop)).await
+    else {
+        let _ = myself.cast(C2sMsg::Disconnected);
+        return;
     };
     let Conn {
         io,
         mut dec,
-        mut buf,
         mut shaper,
         ..
     } = conn;
@@ -689,7 +641,7 @@ pub(crate) async fn run(
         return;
     }
     loop {
-        let msg = match next_event(&mut reader, &mut dec, &mut buf, &mut shaper).await {
+        let msg = match next_event(&mut reader, &mut dec, &mut shaper).await {
             Ok(StreamEvent::Stanza(el)) => C2sMsg::FromClient(el),
             Ok(StreamEvent::StreamClose) => C2sMsg::ClientClosed,
             Ok(StreamEvent::StreamOpen(_)) => C2sMsg::StreamFailed(
@@ -707,10 +659,66 @@ pub(crate) async fn run(
         if myself.cast(msg).is_err() || last {
             return;
         }
-        // An idle session keeps no large buffer.
-        if buf.len() > super::READ_CHUNK {
-            buf.truncate(super::READ_CHUNK);
-            buf.shrink_to_fit();
+    }
+}
+
+/// Direct TLS (for `c2s_tls`), then the negotiation under the listener's
+/// deadline; `None` if it failed (the stream error, if any, is written).
+async fn negotiate_connection(
+    ctx: &ServerCtx,
+    lst: &ListenerSettings,
+    io: BoxIo,
+    peer: Peer,
+    stop: oneshot::Receiver<StreamError>,
+) -> Option<(Conn, Authed)> {
+    let deadline = Instant::now() + lst.auth_timeout;
+    let mut conn = Conn {
+        io,
+        dec: StreamDecoder::new(lst.limits.clone()),
+        out: Vec::new(),
+        shaper: lst.shaper.map(|(rate, burst)| Shaper::new(rate, burst)),
+        header_sent: false,
+        host: None,
+        tls: false,
+        cb: ChannelBinding::none(),
+    };
+    let fallback_host = ctx.default_host().to_owned();
+    // Direct TLS: the handshake comes first.
+    if lst.kind == ListenerKind::C2sTls {
+        let acceptor = lst.tls.clone()?;
+        let plain = std::mem::replace(&mut conn.io, Box::new(tokio::io::empty()));
+        match tokio::time::timeout_at(deadline, acceptor.accept(plain)).await {
+            Ok(Ok(tls)) => {
+                conn.cb = match &ctx.certs {
+                    Some(certs) => certs.stream_channel_binding(&tls),
+                    None => ChannelBinding::none(),
+                };
+                conn.io = Box::new(tls);
+                conn.tls = true;
+            }
+            _ => return None,
+        }
+    }
+    let outcome = tokio::select! {
+        r = tokio::time::timeout_at(deadline, negotiate(ctx, lst, &mut conn, &peer)) => match r {
+            Ok(r) => r,
+            Err(_) => Err(fail(StreamErrorCondition::ConnectionTimeout, "authentication took too long")),
+        },
+        r = stop => Err(Fail::Error(r.unwrap_or_else(|_| StreamErrorCondition::SystemShutdown.into()))),
+    };
+    match outcome {
+        Ok(authed) => {
+            // What the negotiation wrote is sent; its buffer goes.
+            conn.out = Vec::new();
+            Some((conn, authed))
+        }
+        Err(f) => {
+            match f {
+                Fail::Error(e) => conn.close_with(Some(e), &fallback_host).await,
+                Fail::Closed => conn.close_with(None, &fallback_host).await,
+                Fail::Gone => {}
+            }
+            None
         }
     }
 }

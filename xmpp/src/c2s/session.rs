@@ -60,6 +60,8 @@ pub struct C2sState {
     ctx: Arc<ServerCtx>,
     peer: Peer,
     io_task: Option<AbortHandle>,
+    /// The pending `BindTimeout`, until a resource is bound.
+    bind_timer: Option<AbortHandle>,
     stop_negotiation: Option<oneshot::Sender<StreamError>>,
     writer: Option<WriteHalf<BoxIo>>,
     out: Vec<u8>,
@@ -182,6 +184,9 @@ impl C2sState {
             jid: jid.clone(),
             ip: self.peer.addr.map(|a| a.ip()),
         };
+        if let Some(t) = self.bind_timer.take() {
+            t.abort();
+        }
         self.bound = Some(Bound {
             bare: jid.to_bare(),
             jid: jid.clone(),
@@ -476,6 +481,109 @@ impl C2sState {
     }
 }
 
+impl C2sState {
+    /// One message of the session's mailbox.
+    async fn on_message(&mut self, myself: ActorRef<C2sMsg>, msg: C2sMsg) {
+        tracing::trace!(?msg, "session message");
+        match msg {
+            C2sMsg::Authenticated { writer, user, host } => {
+                self.stop_negotiation = None;
+                self.writer = Some(writer);
+                self.account = Some((user, host));
+                // The deadline also covers binding: a client that
+                // authenticated holds no session until it binds.
+                let left = self
+                    .deadline
+                    .saturating_duration_since(tokio::time::Instant::now());
+                // Cancelled at bind: a pending timer task per session
+                // would be memory held by every login of the last
+                // `auth_timeout` seconds.
+                self.bind_timer = Some(
+                    myself
+                        .send_after(left, || C2sMsg::BindTimeout)
+                        .abort_handle(),
+                );
+            }
+            C2sMsg::BindTimeout => {
+                if self.bound.is_none() && !self.closed {
+                    self.close(Some(C2sState::stream_error(
+                        StreamErrorCondition::ConnectionTimeout,
+                        "no resource bound in time",
+                    )))
+                    .await;
+                    self.finish(&myself).await;
+                }
+            }
+            C2sMsg::FromClient(el) => {
+                if let Err(e) = self.client_element(&myself, el).await {
+                    self.close(Some(e)).await;
+                    self.finish(&myself).await;
+                }
+            }
+            C2sMsg::ClientClosed => {
+                self.close(None).await;
+                self.finish(&myself).await;
+            }
+            C2sMsg::StreamFailed(e) => {
+                self.close(Some(e)).await;
+                self.finish(&myself).await;
+            }
+            C2sMsg::Disconnected => {
+                self.closed = true;
+                self.stop_negotiation = None;
+                self.finish(&myself).await;
+            }
+            C2sMsg::Route(el) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                if self.closed {
+                    // Queued before this session left the table: routed
+                    // again, to another resource, offline storage or a
+                    // bounce (ejabberd's bounce_message_queue).
+                    self.ctx.router.route(el).await;
+                } else if !self.deliver(el).await {
+                    self.closed = true;
+                    self.finish(&myself).await;
+                }
+            }
+            C2sMsg::Finish => myself.stop(None),
+            C2sMsg::Kick { condition, text } => {
+                let mut e = StreamError::new(condition);
+                if let Some(t) = text {
+                    e = e.with_text(t, Some("en"));
+                }
+                self.close(Some(e)).await;
+                self.finish(&myself).await;
+            }
+        }
+    }
+
+    /// The actor stops, whatever the reason: leave the table, close the
+    /// stream, end the I/O task.
+    async fn stopped(&mut self) {
+        if let Some(t) = self.bind_timer.take() {
+            t.abort();
+        }
+        self.leave().await;
+        let negotiating = self.stop_negotiation.is_some();
+        // Stopped from outside (supervisor shutdown, crash): say so.
+        self.close(Some(StreamErrorCondition::SystemShutdown.into()))
+            .await;
+        match self.io_task.take() {
+            // The reader must not outlive the session.
+            Some(t) if !negotiating => t.abort(),
+            // Still negotiating: the task writes the error itself and
+            // ends; it is aborted only if it hangs.
+            Some(t) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    t.abort();
+                });
+            }
+            None => {}
+        }
+    }
+}
+
 impl Actor for C2sSession {
     type Msg = C2sMsg;
     type State = C2sState;
@@ -502,6 +610,7 @@ impl Actor for C2sSession {
             ctx: args.ctx.clone(),
             peer: args.peer,
             io_task: Some(task.abort_handle()),
+            bind_timer: None,
             stop_negotiation: Some(tx),
             writer: None,
             out: Vec::new(),
@@ -522,71 +631,9 @@ impl Actor for C2sSession {
         msg: C2sMsg,
         state: &mut C2sState,
     ) -> Result<(), ActorProcessingErr> {
-        tracing::trace!(?msg, "session message");
-        match msg {
-            C2sMsg::Authenticated { writer, user, host } => {
-                state.stop_negotiation = None;
-                state.writer = Some(writer);
-                state.account = Some((user, host));
-                // The deadline also covers binding: a client that
-                // authenticated holds no session until it binds.
-                let left = state
-                    .deadline
-                    .saturating_duration_since(tokio::time::Instant::now());
-                myself.send_after(left, || C2sMsg::BindTimeout);
-            }
-            C2sMsg::BindTimeout => {
-                if state.bound.is_none() && !state.closed {
-                    state
-                        .close(Some(C2sState::stream_error(
-                            StreamErrorCondition::ConnectionTimeout,
-                            "no resource bound in time",
-                        )))
-                        .await;
-                    state.finish(&myself).await;
-                }
-            }
-            C2sMsg::FromClient(el) => {
-                if let Err(e) = state.client_element(&myself, el).await {
-                    state.close(Some(e)).await;
-                    state.finish(&myself).await;
-                }
-            }
-            C2sMsg::ClientClosed => {
-                state.close(None).await;
-                state.finish(&myself).await;
-            }
-            C2sMsg::StreamFailed(e) => {
-                state.close(Some(e)).await;
-                state.finish(&myself).await;
-            }
-            C2sMsg::Disconnected => {
-                state.closed = true;
-                state.stop_negotiation = None;
-                state.finish(&myself).await;
-            }
-            C2sMsg::Route(el) => {
-                state.queued.fetch_sub(1, Ordering::AcqRel);
-                if state.closed {
-                    // Queued before this session left the table: routed
-                    // again, to another resource, offline storage or a
-                    // bounce (ejabberd's bounce_message_queue).
-                    state.ctx.router.route(el).await;
-                } else if !state.deliver(el).await {
-                    state.closed = true;
-                    state.finish(&myself).await;
-                }
-            }
-            C2sMsg::Finish => myself.stop(None),
-            C2sMsg::Kick { condition, text } => {
-                let mut e = StreamError::new(condition);
-                if let Some(t) = text {
-                    e = e.with_text(t, Some("en"));
-                }
-                state.close(Some(e)).await;
-                state.finish(&myself).await;
-            }
-        }
+        // Boxed: the handler's state machine is large, and an unboxed one
+        // would be part of every idle session's actor task.
+        Box::pin(state.on_message(myself, msg)).await;
         Ok(())
     }
 
@@ -595,25 +642,7 @@ impl Actor for C2sSession {
         _myself: ActorRef<C2sMsg>,
         state: &mut C2sState,
     ) -> Result<(), ActorProcessingErr> {
-        state.leave().await;
-        let negotiating = state.stop_negotiation.is_some();
-        // Stopped from outside (supervisor shutdown, crash): say so.
-        state
-            .close(Some(StreamErrorCondition::SystemShutdown.into()))
-            .await;
-        match state.io_task.take() {
-            // The reader must not outlive the session.
-            Some(t) if !negotiating => t.abort(),
-            // Still negotiating: the task writes the error itself and
-            // ends; it is aborted only if it hangs.
-            Some(t) => {
-                tokio::spawn(async move {
-                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                    t.abort();
-                });
-            }
-            None => {}
-        }
+        Box::pin(state.stopped()).await;
         Ok(())
     }
 }

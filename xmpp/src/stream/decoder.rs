@@ -46,7 +46,9 @@ enum Phase {
 /// Memory: the unconsumed bytes (at most the stanza in flight plus the
 /// last chunk fed) and, once a stanza is complete, its element tree, which
 /// is handed to the caller. The buffer shrinks back to
-/// [`StreamLimits::idle_buffer_capacity`] after a large stanza.
+/// [`StreamLimits::idle_buffer_capacity`] after a large stanza, and is
+/// freed whenever everything fed has been consumed: an idle connection
+/// holds no input buffer at all.
 pub struct StreamDecoder {
     limits: StreamLimits,
     authenticated: bool,
@@ -169,6 +171,12 @@ impl StreamDecoder {
             Ok(Some(ev)) => Ok(Some(ev)),
             Ok(None) => {
                 self.compact();
+                // Waiting for input with nothing pending: most sessions
+                // are idle most of the time, and a million of them should
+                // not each keep a buffer for their next stanza.
+                if self.buf.is_empty() {
+                    self.buf = Vec::new();
+                }
                 Ok(None)
             }
             Err(e) => {
