@@ -205,11 +205,11 @@ impl MsgRaw {
 
 /// Where sessions connect.
 pub enum Connector {
-    /// TCP to this address, from these source addresses in turn (none: the
-    /// system's choice).
+    /// TCP to these addresses (user `g` to address `g mod k`), from these
+    /// source addresses in turn (none: the system's choice).
     Tcp {
-        /// The server.
-        addr: SocketAddr,
+        /// The server's addresses (one per node of a cluster).
+        addrs: Vec<SocketAddr>,
         /// Source addresses.
         sources: Vec<IpAddr>,
     },
@@ -219,16 +219,21 @@ pub enum Connector {
 
 impl Connector {
     /// TCP to `args.server`, over `args.sources()` loopback addresses when
-    /// the server is on IPv4 loopback.
+    /// every server address is on IPv4 loopback.
     pub fn tcp(args: &Args) -> Connector {
-        let sources = match args.server.ip() {
-            IpAddr::V4(ip) if ip.is_loopback() => (1..=args.sources())
+        let all_v4_loopback = args
+            .server
+            .iter()
+            .all(|a| matches!(a.ip(), IpAddr::V4(ip) if ip.is_loopback()));
+        let sources = if all_v4_loopback {
+            (1..=args.sources())
                 .map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, k as u8)))
-                .collect(),
-            _ => Vec::new(),
+                .collect()
+        } else {
+            Vec::new()
         };
         Connector::Tcp {
-            addr: args.server,
+            addrs: args.server.clone(),
             sources,
         }
     }
@@ -396,7 +401,7 @@ impl Ctx {
         } else {
             TlsMode::Plain
         };
-        let mut c = ClientConfig::new(jid, a.password.clone(), a.server)
+        let mut c = ClientConfig::new(jid, a.password.clone(), a.server_for(g))
             .with_resource(a.resource.clone())
             .with_tls(tls)
             .with_mechanisms(mechanisms);
@@ -431,8 +436,9 @@ impl Ctx {
                     None => Client::connect_with_stream(s, cfg).await,
                 }
             }
-            Connector::Tcp { addr, sources } => {
-                let s = tcp_connect(*addr, sources, g, cfg.connect_timeout)
+            Connector::Tcp { addrs, sources } => {
+                let addr = crate::args::server_for(addrs, g);
+                let s = tcp_connect(addr, sources, g, cfg.connect_timeout)
                     .await
                     .map_err(|e| format!("connect: {}", e.kind()))?;
                 Client::connect_with_stream(s, cfg).await
