@@ -263,6 +263,12 @@ EOF
 A_COMMON=(--users 1000 --senders 200 --duration 10 --drain 5 --quiet)
 B_COMMON=(--users "$B_USERS" --starttls --mechanism scram-sha256 --hold 10 --login-timeout 300 --quiet)
 
+# What else runs on the machine (other builds make the figures noisy).
+busiest() {
+    top -b -n 2 -d 1 -o %CPU -w 120 2>/dev/null | awk '/^top -/ {n++} n == 2' |
+        sed -n '8,12p' | awk '{printf "    %s%% %s\n", $9, $12}'
+}
+
 echo "$(date -u +%FT%TZ)" >"$OUT/started"
 {
     echo "date: $(date -u +%FT%TZ)"
@@ -274,6 +280,8 @@ echo "$(date -u +%FT%TZ)" >"$OUT/started"
     echo "erlang: $(dpkg-query -W -f '${Version}' erlang-base 2>/dev/null || echo unknown)"
     echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "busiest processes at start (top, 1 s):"
+    busiest
     echo "B_USERS: $B_USERS"
 } >"$OUT/machine.txt"
 
@@ -306,7 +314,7 @@ if [[ " $ONLY " == *" c "* ]]; then
     CPID=$!
     STARTED+=("pid:$CPID")
     for i in $(seq 1 600); do
-        grep -q "The cluster runs" "$cdir/launcher.log" && break
+        grep -qs "The cluster runs" "$cdir/launcher.log" && break
         kill -0 "$CPID" 2>/dev/null || { cat "$cdir/launcher.log" >&2; exit 1; }
         sleep 0.2
     done
@@ -327,6 +335,11 @@ if [[ " $ONLY " == *" c "* ]]; then
     cleanup # whatever is left of the cluster, by PID
 fi
 
+{
+    echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "busiest processes at end (top, 1 s):"
+    busiest
+} >>"$OUT/machine.txt"
 python3 "$ROOT/bench/table.py" "$OUT" >"$OUT/table.md"
 cat "$OUT/table.md"
 log "done; results in $OUT"
