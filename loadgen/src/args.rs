@@ -34,9 +34,11 @@ pub enum Provision {
 #[derive(Debug, Clone, Parser, Serialize, Deserialize)]
 #[command(name = "beamline-loadgen", version)]
 pub struct Args {
-    /// The server's client (c2s) address.
-    #[arg(long, default_value = "127.0.0.1:5222")]
-    pub server: SocketAddr,
+    /// The server's client (c2s) address. Several (repeat the flag or
+    /// separate them with commas) spread the sessions over the nodes of a
+    /// cluster: user number `i` connects to address `i mod k`.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:5222")]
+    pub server: Vec<SocketAddr>,
     /// Run our own server inside this process and connect every client
     /// through its in-memory transport (no sockets); `--server` is unused.
     #[arg(long)]
@@ -90,6 +92,12 @@ pub struct Args {
     /// `"beamline ctl --data-dir /var/lib/beamline"`.
     #[arg(long)]
     pub provision_ctl: Option<String>,
+    /// Provision the users (`--provision`) and stop: no login, no
+    /// measurement; the summary holds the provisioning only. For a server
+    /// that is restarted between provisioning and the measured run, so
+    /// that its memory before login owes nothing to the registrations.
+    #[arg(long)]
+    pub provision_only: bool,
     /// Logins started per second (0: as fast as the concurrency allows).
     #[arg(long, default_value_t = 0.0)]
     pub login_rate: f64,
@@ -126,8 +134,10 @@ pub struct Args {
     #[arg(long, default_value_t = 30.0)]
     pub step_timeout: f64,
     /// Sample this process's RSS and CPU time at the phase boundaries.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Several (repeated or comma-separated: the nodes of a cluster) are
+    /// summed.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Write the JSON summary here instead of stdout.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -155,10 +165,24 @@ impl Args {
         self.total_users.unwrap_or(self.users)
     }
 
+    /// The server address of user number `g` (counted from
+    /// `--user-offset`): address `g mod k` of the `k` given.
+    pub fn server_for(&self, g: u64) -> SocketAddr {
+        server_for(&self.server, g)
+    }
+
     /// The source addresses to spread TCP connections over.
     pub fn sources(&self) -> u32 {
         self.source_addrs
             .unwrap_or_else(|| self.total().div_ceil(10_000) as u32)
             .clamp(1, 250)
     }
+}
+
+/// Address `g mod k` of `servers` (the default address if there is none).
+pub fn server_for(servers: &[SocketAddr], g: u64) -> SocketAddr {
+    if servers.is_empty() {
+        return SocketAddr::from(([127, 0, 0, 1], 5222));
+    }
+    servers[(g % servers.len() as u64) as usize]
 }

@@ -205,11 +205,11 @@ impl MsgRaw {
 
 /// Where sessions connect.
 pub enum Connector {
-    /// TCP to this address, from these source addresses in turn (none: the
-    /// system's choice).
+    /// TCP to these addresses (user `g` to address `g mod k`), from these
+    /// source addresses in turn (none: the system's choice).
     Tcp {
-        /// The server.
-        addr: SocketAddr,
+        /// The server's addresses (one per node of a cluster).
+        addrs: Vec<SocketAddr>,
         /// Source addresses.
         sources: Vec<IpAddr>,
     },
@@ -219,16 +219,21 @@ pub enum Connector {
 
 impl Connector {
     /// TCP to `args.server`, over `args.sources()` loopback addresses when
-    /// the server is on IPv4 loopback.
+    /// every server address is on IPv4 loopback.
     pub fn tcp(args: &Args) -> Connector {
-        let sources = match args.server.ip() {
-            IpAddr::V4(ip) if ip.is_loopback() => (1..=args.sources())
+        let all_v4_loopback = args
+            .server
+            .iter()
+            .all(|a| matches!(a.ip(), IpAddr::V4(ip) if ip.is_loopback()));
+        let sources = if all_v4_loopback {
+            (1..=args.sources())
                 .map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, k as u8)))
-                .collect(),
-            _ => Vec::new(),
+                .collect()
+        } else {
+            Vec::new()
         };
         Connector::Tcp {
-            addr: args.server,
+            addrs: args.server.clone(),
             sources,
         }
     }
@@ -396,7 +401,7 @@ impl Ctx {
         } else {
             TlsMode::Plain
         };
-        let mut c = ClientConfig::new(jid, a.password.clone(), a.server)
+        let mut c = ClientConfig::new(jid, a.password.clone(), a.server_for(g))
             .with_resource(a.resource.clone())
             .with_tls(tls)
             .with_mechanisms(mechanisms);
@@ -431,8 +436,9 @@ impl Ctx {
                     None => Client::connect_with_stream(s, cfg).await,
                 }
             }
-            Connector::Tcp { addr, sources } => {
-                let s = tcp_connect(*addr, sources, g, cfg.connect_timeout)
+            Connector::Tcp { addrs, sources } => {
+                let addr = crate::args::server_for(addrs, g);
+                let s = tcp_connect(addr, sources, g, cfg.connect_timeout)
                     .await
                     .map_err(|e| format!("connect: {}", e.kind()))?;
                 Client::connect_with_stream(s, cfg).await
@@ -457,6 +463,31 @@ struct Msg {
     /// Users a sender may pick (online).
     peers: Vec<u64>,
     raw: Mutex<MsgRaw>,
+    /// Senders still sending (their sending time not over): while one is,
+    /// a message may be on its way out and not yet counted as sent, so
+    /// the drain must not end on `delivered >= sent`.
+    sending: AtomicU64,
+}
+
+/// A sender's place in [`Msg::sending`], given up once (when its sending
+/// time is over, or when its session ends for any reason).
+struct Sending<'a> {
+    msg: &'a Msg,
+    active: bool,
+}
+
+impl Sending<'_> {
+    fn done(&mut self) {
+        if std::mem::take(&mut self.active) {
+            self.msg.sending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.done();
+    }
 }
 
 impl Msg {
@@ -579,6 +610,11 @@ async fn session_loop(
     let mut rng = Rng::new(me + 1);
     let window = msg.windows.get(&me).cloned();
     let mut sending = sender && msg.peers.len() >= 2;
+    // Counted in `msg.sending` by `Engine::messaging` before this task began.
+    let mut place = Sending {
+        msg: &msg,
+        active: sending,
+    };
     // Spread the first messages over one interval.
     let mut next = msg.start
         + msg.interval.map_or(Duration::ZERO, |i| {
@@ -600,10 +636,12 @@ async fn session_loop(
             go = turn(next, window.as_deref(), stall_at, msg.send_end), if sending => {
                 if !go {
                     sending = false;
+                    place.done();
                     continue;
                 }
                 let Some(to) = msg.pick_peer(me, &mut rng) else {
                     sending = false;
+                    place.done();
                     continue;
                 };
                 let m = msg.message(me, to, seq);
@@ -778,6 +816,7 @@ impl Engine {
             windows,
             peers,
             raw: Mutex::new(MsgRaw::default()),
+            sending: AtomicU64::new(0),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
@@ -787,6 +826,9 @@ impl Engine {
                 let g = lo + i as u64;
                 let sender = senders.contains(&g);
                 active_senders += u64::from(sender);
+                if sender && msg.peers.len() >= 2 {
+                    msg.sending.fetch_add(1, Ordering::AcqRel);
+                }
                 let (msg, stop) = (msg.clone(), stop_rx.clone());
                 tasks.spawn(async move { (i, session_loop(client, g, sender, msg, stop).await) });
             }
@@ -796,7 +838,9 @@ impl Engine {
         // Within one process, done as soon as every message sent arrived.
         let whole_run_here = a.users == total;
         while Instant::now() < drain_end {
-            if whole_run_here {
+            // Every sender done first: one may be writing a message that
+            // is not counted as sent yet.
+            if whole_run_here && msg.sending.load(Ordering::Acquire) == 0 {
                 let raw = msg.raw();
                 if raw.delivered >= raw.sent {
                     break;

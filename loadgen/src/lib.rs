@@ -119,9 +119,10 @@ impl ProgressLine {
     }
 }
 
-/// A sample of the measured process at a phase boundary.
+/// A sample of the measured processes (summed) at a phase boundary.
 struct Samples {
-    pid: Option<u32>,
+    /// The server processes; empty: this process.
+    pids: Vec<u32>,
     measured: bool,
     at: Vec<(&'static str, ProcSample)>,
 }
@@ -131,7 +132,23 @@ impl Samples {
         if !self.measured {
             return;
         }
-        match procstat::sample(self.pid) {
+        let sampled = if self.pids.is_empty() {
+            procstat::sample(None)
+        } else {
+            self.pids.iter().try_fold(
+                ProcSample {
+                    rss_bytes: 0,
+                    cpu_ms: 0,
+                },
+                |sum, pid| {
+                    procstat::sample(Some(*pid)).map(|s| ProcSample {
+                        rss_bytes: sum.rss_bytes + s.rss_bytes,
+                        cpu_ms: sum.cpu_ms + s.cpu_ms,
+                    })
+                },
+            )
+        };
+        match sampled {
             Ok(s) => self.at.push((name, s)),
             Err(e) => eprintln!("sampling /proc at {name}: {e}"),
         }
@@ -150,6 +167,9 @@ impl Samples {
 fn validate(a: &Args) -> Result<(), String> {
     if a.users == 0 {
         return Err("--users must be at least 1".into());
+    }
+    if a.provision_only && a.provision == Provision::None && !a.in_memory {
+        return Err("--provision-only needs --provision ctl or inband".into());
     }
     if a.provision == Provision::Ctl && a.provision_ctl.is_none() {
         return Err("--provision ctl needs --provision-ctl \"COMMAND\"".into());
@@ -228,6 +248,27 @@ pub async fn run(args: Args) -> Result<Value, String> {
         (c, p)
     };
 
+    if args.provision_only {
+        if let Some((server, dir)) = in_memory {
+            let _ = server.stop(Duration::from_secs(10)).await;
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let summary = json!({
+            "tool": "beamline-loadgen",
+            "version": env!("CARGO_PKG_VERSION"),
+            "users": args.users,
+            "provisioning": provisioned,
+            "notes": ["--provision-only: no sessions"],
+            "duration_s": run_start.elapsed().as_secs_f64(),
+        });
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+            std::fs::write(path, text + "\n")
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        return Ok(summary);
+    }
+
     let multi = !args.in_memory && args.users > args.sessions_per_process;
     let mut runner = if multi {
         Runner::Workers(Workers::start(&args).await?)
@@ -245,8 +286,8 @@ pub async fn run(args: Args) -> Result<Value, String> {
     let progress = ProgressLine::start(source, args.users, args.quiet);
 
     let mut samples = Samples {
-        pid: args.server_pid,
-        measured: args.server_pid.is_some() || args.in_memory,
+        pids: args.server_pid.clone(),
+        measured: !args.server_pid.is_empty() || args.in_memory,
         at: Vec::new(),
     };
     // Let the server settle after provisioning.
@@ -413,12 +454,16 @@ fn summary(args: &Args, p: &SummaryParts<'_>) -> Value {
         let cpu = |a, b| s.delta(a, b, |x| x.cpu_ms);
         let delivered = p.messaging.map_or(0, |m| m.delivered);
         json!({
-            "process": match s.pid {
-                Some(pid) => format!("server pid {pid}"),
-                None if args.detach_clients => {
+            "process": match s.pids.as_slice() {
+                [pid] => format!("server pid {pid}"),
+                [_, _, ..] => format!(
+                    "server pids {} (summed)",
+                    s.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                ),
+                [] if args.detach_clients => {
                     "this process: in-memory server, clients detached".to_owned()
                 }
-                None => "this process: in-memory server AND its clients".to_owned(),
+                [] => "this process: in-memory server AND its clients".to_owned(),
             },
             "samples": s.at.iter().map(|(n, x)| json!({
                 "at": n, "rss_bytes": x.rss_bytes, "cpu_ms": x.cpu_ms,
@@ -444,7 +489,13 @@ fn summary(args: &Args, p: &SummaryParts<'_>) -> Value {
         "target": {
             "mode": if args.in_memory { "in-memory" } else { "tcp" },
             "detached_clients": args.detach_clients,
-            "server": if args.in_memory { Value::Null } else { json!(args.server.to_string()) },
+            "server": if args.in_memory {
+                Value::Null
+            } else if let [one] = args.server.as_slice() {
+                json!(one.to_string())
+            } else {
+                json!(args.server.iter().map(ToString::to_string).collect::<Vec<_>>())
+            },
             "domain": args.domain,
             "starttls": args.starttls,
             "mechanism": match args.mechanism { Mech::ScramSha256 => "SCRAM-SHA-256", Mech::Plain => "PLAIN" },

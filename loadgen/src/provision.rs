@@ -179,8 +179,8 @@ async fn register_one(
     let t = secs(a.step_timeout);
     let user = user_name(a, g);
     let mut conn = match connector {
-        Connector::Tcp { addr, sources } => RawConnection::from_stream(
-            tcp_connect(*addr, sources, g, t)
+        Connector::Tcp { addrs, sources } => RawConnection::from_stream(
+            tcp_connect(crate::args::server_for(addrs, g), sources, g, t)
                 .await
                 .map_err(|e| format!("connect: {e}"))?,
         ),

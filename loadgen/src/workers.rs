@@ -101,7 +101,7 @@ impl Workers {
             wa.login_concurrency = ((args.login_concurrency as f64 * share).ceil() as usize).max(1);
             wa.json = None;
             wa.svg = None;
-            wa.server_pid = None;
+            wa.server_pid = Vec::new();
             wa.quiet = true;
             let mut child = tokio::process::Command::new(&exe)
                 .arg("--worker")

@@ -193,6 +193,35 @@ async fn tcp_in_band_registration_creates_then_finds_the_users() {
     assert_sessions(&s, 10);
 }
 
+/// `--provision-only`: the users are made, nobody logs in; a later run
+/// finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_provision_only_registers_without_sessions() {
+    let (server, addr, _dir) = tcp_server_with_registration().await;
+    let addr = addr.to_string();
+    let flags = [
+        "--server",
+        addr.as_str(),
+        "--users",
+        "5",
+        "--user-prefix",
+        "po",
+        "--provision",
+        "inband",
+        "--hold",
+        "0",
+    ];
+    let mut only = flags.to_vec();
+    only.push("--provision-only");
+    let s = run(&only).await;
+    assert_eq!(u(&s["provisioning"]["created"]), 5, "{s}");
+    assert!(s.get("phases").is_none(), "{s}");
+    assert!(server.connected_users().is_empty());
+    let s = run(&flags).await;
+    assert_eq!(u(&s["provisioning"]["existing"]), 5, "{s}");
+    assert_sessions(&s, 5);
+}
+
 /// A server with one `c2s` listener (STARTTLS optional, so SCRAM without
 /// TLS works too) on port 0, and `users` accounts `tcpN`/`secret`.
 async fn tcp_server(users: usize) -> (Server, SocketAddr, tempfile::TempDir) {
@@ -360,4 +389,69 @@ async fn in_memory_detached_clients_keep_sessions_until_logout() {
 fn detaching_needs_in_memory() {
     let r = Args::try_parse_from(["beamline-loadgen", "--detach-clients"]);
     assert!(r.is_err());
+}
+
+/// `--server A,B`: user `i` logs in on address `i mod 2` (two separate
+/// servers here, each holding every account), and two `--server-pid`s are
+/// summed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_users_spread_over_several_server_addresses() {
+    let (a, addr_a, _dir_a) = tcp_server(10).await;
+    let (b, addr_b, _dir_b) = tcp_server(10).await;
+    let servers = format!("{addr_a},{addr_b}");
+    let pid = std::process::id().to_string();
+    let run = tokio::spawn(async move {
+        run(&[
+            "--server",
+            &servers,
+            "--users",
+            "10",
+            "--user-prefix",
+            "tcp",
+            "--password",
+            "secret",
+            "--hold",
+            "3",
+            "--server-pid",
+            &pid,
+            "--server-pid",
+            &pid,
+        ])
+        .await
+    });
+    // During the hold: five sessions on each, the even users on the first.
+    let names = |s: &Server| {
+        let mut v = s.connected_users();
+        v.sort();
+        v
+    };
+    let deadline = tokio::time::Instant::now() + RUN;
+    while a.connected_users().len() + b.connected_users().len() < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "sessions never up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let on_a = names(&a);
+    let on_b = names(&b);
+    assert_eq!(on_a.len(), 5, "{on_a:?}");
+    assert_eq!(on_b.len(), 5, "{on_b:?}");
+    let even = ["tcp0@", "tcp2@", "tcp4@", "tcp6@", "tcp8@"];
+    assert!(
+        on_a.iter().all(|j| even.iter().any(|e| j.starts_with(e))),
+        "{on_a:?}"
+    );
+    let s = run.await.unwrap();
+    assert_sessions(&s, 10);
+    assert_eq!(
+        s["target"]["server"],
+        serde_json::json!([addr_a.to_string(), addr_b.to_string()])
+    );
+    assert!(
+        s["resources"]["process"]
+            .as_str()
+            .unwrap()
+            .contains("(summed)"),
+        "{}",
+        s["resources"]
+    );
+    assert!(a.connected_users().is_empty() && b.connected_users().is_empty());
 }
