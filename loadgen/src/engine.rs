@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use beamline_xmpp::memory::MemoryStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
@@ -245,7 +246,7 @@ struct Ctx {
     connector: Connector,
     /// `--detach-clients`: where the transports of dropped clients stay
     /// open.
-    kept: Option<Arc<Mutex<Vec<DuplexStream>>>>,
+    kept: Option<Arc<Mutex<Vec<MemoryStream>>>>,
     cache: Option<ScramCache>,
     tls: Option<Arc<rustls::ClientConfig>>,
     counters: Arc<Counters>,
@@ -254,7 +255,10 @@ struct Ctx {
 /// One process's sessions and the phases run on them.
 pub struct Engine {
     ctx: Arc<Ctx>,
-    sessions: Vec<Option<Client>>,
+    /// Boxed: a `Client` is some hundreds of bytes, and with
+    /// `--detach-clients` every slot is empty but would still cost that
+    /// much per session in the memory measured.
+    sessions: Vec<Option<Box<Client>>>,
     /// Users of this slice with a session (with or without a client).
     online: Vec<bool>,
 }
@@ -263,8 +267,8 @@ pub struct Engine {
 /// dropped, stays open in a keeper instead of closing: the server's
 /// session lives on without any client state (`--detach-clients`).
 struct Kept {
-    inner: Option<DuplexStream>,
-    keeper: Arc<Mutex<Vec<DuplexStream>>>,
+    inner: Option<MemoryStream>,
+    keeper: Arc<Mutex<Vec<MemoryStream>>>,
 }
 
 impl Drop for Kept {
@@ -681,10 +685,9 @@ impl Engine {
             ctx: Arc::new(Ctx {
                 kept: (args.in_memory && args.detach_clients)
                     .then(|| Arc::new(Mutex::new(Vec::new()))),
-                // Detached clients keep nothing, not even a cache entry
-                // (which saves nothing on a first login anyway: every
-                // account has its own salt).
-                cache: (!args.detach_clients).then(ScramCache::new),
+                // In memory, every account shares one salt (see
+                // `provision::in_process`): one entry serves all logins.
+                cache: Some(ScramCache::new()),
                 args,
                 connector,
                 tls,
@@ -750,7 +753,7 @@ impl Engine {
                     let s = second(&mut raw.per_second, start.elapsed());
                     s.count += 1;
                     s.latency.record(us);
-                    self.sessions[i as usize] = client;
+                    self.sessions[i as usize] = client.map(Box::new);
                     self.online[i as usize] = true;
                 }
                 Err(reason) => raw.fail(reason),
@@ -830,7 +833,7 @@ impl Engine {
                     msg.sending.fetch_add(1, Ordering::AcqRel);
                 }
                 let (msg, stop) = (msg.clone(), stop_rx.clone());
-                tasks.spawn(async move { (i, session_loop(client, g, sender, msg, stop).await) });
+                tasks.spawn(async move { (i, session_loop(*client, g, sender, msg, stop).await) });
             }
         }
         sleep_until(msg.send_end).await;
@@ -851,7 +854,7 @@ impl Engine {
         let _ = stop_tx.send(true);
         while let Some(r) = tasks.join_next().await {
             if let Ok((i, client)) = r {
-                self.sessions[i] = client;
+                self.sessions[i] = client.map(Box::new);
             }
         }
         let mut raw = std::mem::take(&mut *msg.raw());
@@ -907,11 +910,33 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// With `--detach-clients`: reads and drops what the server has sent
+    /// to the detached clients since (their presence echoes), as a client
+    /// would, so that the memory sampled next holds no unread transport
+    /// buffers (the in-memory transport frees a buffer once it is read).
+    pub fn drain_detached(&self) {
+        let Some(kept) = &self.ctx.kept else { return };
+        let mut streams = kept.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut scratch = [0u8; 4096];
+        for s in streams.iter_mut() {
+            loop {
+                let mut rb = ReadBuf::new(&mut scratch);
+                match Pin::new(&mut *s).poll_read(&mut cx, &mut rb) {
+                    Poll::Ready(Ok(())) if !rb.filled().is_empty() => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
 /// Logout of detached sessions: their connections end (no stream close:
 /// there is no client to send it) and the server cleans up; done when it
 /// holds no session, or at `deadline`.
 async fn detached_logout(
-    kept: &Mutex<Vec<DuplexStream>>,
+    kept: &Mutex<Vec<MemoryStream>>,
     server: &Server,
     counters: &Counters,
     start: Instant,

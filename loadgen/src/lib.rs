@@ -180,6 +180,9 @@ fn validate(a: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// SCRAM iterations of the in-memory server (the minimum RFC 7677 allows).
+const IN_MEMORY_SCRAM_ITERATIONS: u32 = 4096;
+
 /// Starts our server in this process for `--in-memory`: no listeners,
 /// memory storage, 4096 SCRAM iterations (the minimum), PLAIN allowed
 /// without TLS (the in-memory transport counts as loopback), the default
@@ -194,7 +197,7 @@ pub async fn start_in_memory_server(args: &Args) -> Result<(Server, std::path::P
     config.listeners = Vec::new();
     config.hosts = vec![args.domain.clone()];
     config.auth.plain_on_loopback_without_tls = true;
-    config.auth.scram_iterations = 4096;
+    config.auth.scram_iterations = IN_MEMORY_SCRAM_ITERATIONS;
     let server = Server::start(
         config,
         ServerOptions::in_memory()
@@ -218,7 +221,7 @@ pub async fn run(args: Args) -> Result<Value, String> {
     let provision_started = Instant::now();
     let (connector, provisioned) = if args.in_memory {
         let (server, dir) = start_in_memory_server(&args).await?;
-        let p = provision::in_process(&args, server.clone()).await;
+        let p = provision::in_process(&args, server.clone(), IN_MEMORY_SCRAM_ITERATIONS).await?;
         in_memory = Some((server.clone(), dir));
         (
             Connector::Memory(server),
@@ -303,11 +306,17 @@ pub async fn run(args: Args) -> Result<Value, String> {
     };
     // Sessions settle (the last presences are processed).
     tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Runner::Local(e) = &runner {
+        e.drain_detached();
+    }
     samples.take("after_login");
 
     // Idle hold.
     progress.phase("hold");
     tokio::time::sleep(secs(args.hold)).await;
+    if let Runner::Local(e) = &runner {
+        e.drain_detached();
+    }
     samples.take("after_hold");
 
     // Messaging.

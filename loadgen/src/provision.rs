@@ -240,14 +240,24 @@ async fn register_one(
     }
 }
 
-/// Registers every user directly on an in-process server.
-pub async fn in_process(args: &Args, server: beamline_xmpp::server::Server) -> Provisioned {
+/// Registers every user directly on an in-process server. The SCRAM
+/// keys are derived once and shared by all users (one salt): deriving them
+/// per user would make provisioning a million users take longer than
+/// anything measured, and clients with a salted-password cache then
+/// log in as cheaply as real clients that log in again.
+pub async fn in_process(
+    args: &Args,
+    server: beamline_xmpp::server::Server,
+    iterations: u32,
+) -> Result<Provisioned, String> {
+    let creds = beamline_xmpp::sasl::account_credentials(&args.password, iterations)
+        .map_err(|e| format!("password not acceptable: {e}"))?;
     let a = Arc::new(args.clone());
-    for_each_user(args, 64, move |g| {
-        let (a, server) = (a.clone(), server.clone());
+    Ok(for_each_user(args, 64, move |g| {
+        let (a, server, creds) = (a.clone(), server.clone(), creds.clone());
         async move {
             match server
-                .register(&user_name(&a, g), &a.domain, &a.password)
+                .register_with_credentials(&user_name(&a, g), &a.domain, creds)
                 .await
             {
                 Ok(()) => Ok(true),
@@ -256,5 +266,5 @@ pub async fn in_process(args: &Args, server: beamline_xmpp::server::Server) -> P
             }
         }
     })
-    .await
+    .await)
 }

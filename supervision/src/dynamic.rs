@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::exit::{RestartWindow, exit_of, shutdown_child};
 use crate::handle::{ChildHandle, ChildSlot};
-use crate::spec::{Backoff, ChildKind, ChildSpec, Intensity, StartError};
+use crate::spec::{Backoff, ChildKind, ChildSpec, Intensity, Restart, StartError};
 use crate::supervisor::{ChildCounts, ChildInfo, SupervisorError, ask};
 
 /// How many children are stopped at once when a dynamic supervisor shuts
@@ -57,23 +57,34 @@ pub struct DynamicSupervisor;
 struct DynChild {
     spec: ChildSpec,
     cell: Option<ActorCell>,
-    tx: watch::Sender<ChildSlot>,
+    /// `None` for a temporary child once started: it is never restarted,
+    /// so its handles need no updates (they see the actor stop through
+    /// its status), and a dynamic supervisor of a million temporary
+    /// children (client sessions) keeps no channel for each.
+    tx: Option<watch::Sender<ChildSlot>>,
 }
 
 impl DynChild {
     fn set_running(&mut self, cell: ActorCell) {
         self.cell = Some(cell.clone());
-        self.tx.send_modify(|s| {
-            s.cell = Some(cell);
-            s.generation += 1;
-        });
+        if let Some(tx) = &self.tx {
+            tx.send_modify(|s| {
+                s.cell = Some(cell);
+                s.generation += 1;
+            });
+        }
+        if self.spec.restart == Restart::Temporary {
+            self.tx = None;
+        }
     }
 
     fn close(&mut self) -> Option<ActorCell> {
-        self.tx.send_modify(|s| {
-            s.cell = None;
-            s.closed = true;
-        });
+        if let Some(tx) = &self.tx {
+            tx.send_modify(|s| {
+                s.cell = None;
+                s.closed = true;
+            });
+        }
         self.cell.take()
     }
 }
@@ -214,7 +225,7 @@ impl Actor for DynamicSupervisor {
                         let mut child = DynChild {
                             spec,
                             cell: None,
-                            tx,
+                            tx: Some(tx),
                         };
                         state.by_actor.insert(cell.get_id(), key);
                         child.set_running(cell);
@@ -284,7 +295,9 @@ impl Actor for DynamicSupervisor {
             return Ok(());
         };
         child.cell = None;
-        child.tx.send_modify(|s| s.cell = None);
+        if let Some(tx) = &child.tx {
+            tx.send_modify(|s| s.cell = None);
+        }
         if !exit.restarts(child.spec.restart) {
             // A temporary child, or a transient one that ended normally, is
             // done: forget it (a simple_one_for_one supervisor in OTP keeps

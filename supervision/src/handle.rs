@@ -75,7 +75,20 @@ impl ChildHandle {
 
     /// A snapshot of the slot.
     pub fn slot(&self) -> ChildSlot {
-        self.rx.borrow().clone()
+        let mut slot = self.rx.borrow().clone();
+        // A dynamic supervisor stops updating a temporary child's slot once
+        // it started (it is never restarted): it is closed once its actor
+        // has stopped.
+        if self.rx.has_changed().is_err()
+            && slot
+                .cell
+                .as_ref()
+                .is_none_or(|c| c.get_status() >= ActorStatus::Stopping)
+        {
+            slot.cell = None;
+            slot.closed = true;
+        }
+        slot
     }
 
     /// Waits until the slot holds a running actor whose generation is at

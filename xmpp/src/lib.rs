@@ -40,6 +40,7 @@ pub mod cluster;
 pub mod config;
 pub mod hooks;
 pub mod jid;
+pub mod memory;
 pub mod modules;
 pub mod ns;
 pub mod router;

@@ -981,8 +981,8 @@ impl Server {
     /// server runs the same codec and session code on the other end, as a
     /// `c2s` listener with STARTTLS optional and no peer address (PLAIN
     /// without TLS needs `plain_on_loopback_without_tls`).
-    pub async fn connect_in_memory(&self) -> Result<tokio::io::DuplexStream, ServerError> {
-        let (client, server) = tokio::io::duplex(8192);
+    pub async fn connect_in_memory(&self) -> Result<crate::memory::MemoryStream, ServerError> {
+        let (client, server) = crate::memory::pair(8192);
         self.inner
             .ctx
             .start_session(
@@ -1024,8 +1024,23 @@ impl Server {
         host: &str,
         password: &str,
     ) -> Result<(), AccountError> {
-        let (user, host) = self.check_account(user, host)?;
         let creds = self.credentials(password)?;
+        self.register_with_credentials(user, host, creds).await
+    }
+
+    /// Creates an account from SCRAM credentials made beforehand (with
+    /// [`sasl::account_credentials`] and the configured iteration count):
+    /// for bulk provisioning, where deriving the keys (thousands of hash
+    /// iterations) per account would dominate. Accounts given the same
+    /// credentials share a salt, which a load test may accept and real
+    /// accounts should not.
+    pub async fn register_with_credentials(
+        &self,
+        user: &str,
+        host: &str,
+        creds: Vec<sasl::ScramCredential>,
+    ) -> Result<(), AccountError> {
+        let (user, host) = self.check_account(user, host)?;
         match self
             .inner
             .ctx

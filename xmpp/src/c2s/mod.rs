@@ -215,7 +215,9 @@ pub(crate) async fn next_event<R: AsyncRead + Unpin + ?Sized>(
         if let Some(shaper) = shaper {
             let wait = shaper.take(n);
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                // Boxed: most listeners have no shaper, and an inline timer
+                // would enlarge every connection's reader task.
+                Box::pin(tokio::time::sleep(wait)).await;
             }
         }
     }
