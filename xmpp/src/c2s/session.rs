@@ -479,9 +479,7 @@ impl C2sState {
         };
         self.send(&el).await
     }
-}
 
-impl C2sState {
     /// One message of the session's mailbox.
     async fn on_message(&mut self, myself: ActorRef<C2sMsg>, msg: C2sMsg) {
         tracing::trace!(?msg, "session message");
