@@ -747,6 +747,17 @@ impl<R: Record> Table<R> {
         self.core.range(range)
     }
 
+    /// Records from `start` on, in key order, until `keep` is false for
+    /// one (ordered sets only). Cheaper than [`Table::range`] for a key
+    /// prefix: the tree is searched once.
+    pub fn range_while(
+        &self,
+        start: std::ops::Bound<R::Key>,
+        keep: impl FnMut(&R) -> bool,
+    ) -> Result<Vec<R>, StorageError> {
+        self.core.range_while(start, keep)
+    }
+
     /// Every record (in key order).
     pub fn all(&self) -> Vec<R> {
         self.core.all()

@@ -188,6 +188,33 @@ impl<R: Record> TableCore<R> {
             .collect())
     }
 
+    /// Records from `start` on, in key order, until `keep` is false for
+    /// one. One descent of the tree: a bounded range makes two, and each
+    /// compares keys all the way down.
+    pub(crate) fn range_while(
+        &self,
+        start: std::ops::Bound<R::Key>,
+        mut keep: impl FnMut(&R) -> bool,
+    ) -> Result<Vec<R>, StorageError> {
+        if self.def.kind != TableKind::OrderedSet {
+            return Err(StorageError::NotOrdered {
+                table: self.def.name.clone(),
+                op: "range",
+            });
+        }
+        let rows = self.rows.read();
+        let mut out = Vec::new();
+        for (_, v) in rows.map.range((start, std::ops::Bound::Unbounded)) {
+            for r in v {
+                if !keep(r) {
+                    return Ok(out);
+                }
+                out.push(r.clone());
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) fn all(&self) -> Vec<R> {
         self.rows
             .read()

@@ -79,6 +79,12 @@ async fn run(kind: TableKind, ops: Vec<Op>, lo: u8, hi: u8) {
     if kind == TableKind::OrderedSet && lo <= hi {
         let want: Vec<Row> = model.range(lo..hi).flat_map(|(_, v)| v.clone()).collect();
         assert_eq!(t.range(lo..hi).expect("range"), want);
+        // From `lo` while the key is below `hi`: the same records.
+        let keep = |r: &Row| r.k < hi;
+        let got = t
+            .range_while(std::ops::Bound::Included(lo), keep)
+            .expect("range_while");
+        assert_eq!(got, want);
     }
 }
 

@@ -572,24 +572,25 @@ impl Router {
     /// the session off if its queue is full (the same bound for stanzas
     /// from this node and from others).
     pub(crate) fn deliver_local(&self, sid: u64, stanza: Element) {
-        let Some(local) = self.inner.sm.local(sid) else {
-            return;
-        };
-        let queued = local.queued.fetch_add(1, Ordering::AcqRel);
-        if queued >= self.inner.max_queue {
-            local.queued.fetch_sub(1, Ordering::AcqRel);
-            if queued == self.inner.max_queue {
-                self.inner.stats.overflowed.fetch_add(1, Ordering::Relaxed);
-                let _ = local.actor.cast(C2sMsg::Kick {
-                    condition: StreamErrorCondition::PolicyViolation,
-                    text: Some("Too many stanzas waiting: the client does not read".into()),
-                });
+        let max_queue = self.inner.max_queue;
+        let stats = &self.inner.stats;
+        self.inner.sm.with_local(sid, move |local| {
+            let queued = local.queued.fetch_add(1, Ordering::AcqRel);
+            if queued >= max_queue {
+                local.queued.fetch_sub(1, Ordering::AcqRel);
+                if queued == max_queue {
+                    stats.overflowed.fetch_add(1, Ordering::Relaxed);
+                    let _ = local.actor.cast(C2sMsg::Kick {
+                        condition: StreamErrorCondition::PolicyViolation,
+                        text: Some("Too many stanzas waiting: the client does not read".into()),
+                    });
+                }
+                return;
             }
-            return;
-        }
-        if local.actor.cast(C2sMsg::Route(stanza)).is_err() {
-            local.queued.fetch_sub(1, Ordering::AcqRel);
-        }
+            if local.actor.cast(C2sMsg::Route(stanza)).is_err() {
+                local.queued.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
     }
 }
 

@@ -26,6 +26,10 @@ use crate::stream::write_stream_close;
 use crate::stream_error::{StreamError, StreamErrorCondition};
 use crate::xml::Element;
 
+/// Bytes of routed stanzas buffered for one write while more wait in the
+/// mailbox (see `C2sState::deliver`).
+const COALESCE_LIMIT: usize = 16 * 1024;
+
 /// A client session; see the [module docs](super).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct C2sSession;
@@ -87,11 +91,17 @@ impl C2sState {
             self.out.clear();
             return false;
         };
-        let r = tokio::time::timeout(WRITE_TIMEOUT, async {
-            w.write_all(&self.out).await?;
+        let out = &self.out;
+        let mut write = std::pin::pin!(async move {
+            w.write_all(out).await?;
             w.flush().await
-        })
-        .await;
+        });
+        // A socket with room takes the bytes at once: no timer for that
+        // (the usual case, and one per delivered stanza).
+        let r = match futures::poll!(write.as_mut()) {
+            std::task::Poll::Ready(r) => Ok(r),
+            std::task::Poll::Pending => tokio::time::timeout(WRITE_TIMEOUT, write).await,
+        };
         self.out.clear();
         // Shrink a buffer a large stanza grew.
         if self.out.capacity() > 4096 {
@@ -297,7 +307,7 @@ impl C2sState {
                 ));
             }
         }
-        el.set_attr("from", bound.jid.to_string());
+        el.set_attr("from", bound.jid.as_str());
         match el.attr("to").map(crate::jid::parse) {
             Some(Err(e)) => {
                 self.reply_error(&el, e.condition).await;
@@ -465,19 +475,27 @@ impl C2sState {
         self.own_presence(unavailable).await;
     }
 
-    async fn deliver(&mut self, el: Element) -> bool {
-        let Some(b) = &self.bound else { return true };
-        let host = b.jid.domain().to_string();
-        let info = b.info.clone();
-        let Some(el) = self
-            .ctx
-            .hooks
-            .run_fold(&USER_RECEIVE_PACKET, Scope::Host(&host), Some(el), info)
-            .await
-        else {
+    /// Passes a routed stanza through `user_receive_packet` and writes it
+    /// to the client; with `more` (other stanzas wait in the mailbox),
+    /// only buffers it, up to [`COALESCE_LIMIT`] bytes, so that a burst
+    /// goes out in one write. False if the connection failed.
+    async fn deliver(&mut self, el: Element, more: bool) -> bool {
+        if let Some(b) = &self.bound {
+            let host = b.jid.domain().to_string();
+            let info = b.info.clone();
+            if let Some(el) = self
+                .ctx
+                .hooks
+                .run_fold(&USER_RECEIVE_PACKET, Scope::Host(&host), Some(el), info)
+                .await
+            {
+                el.write_in_stream(ns::JABBER_CLIENT, &mut self.out);
+            }
+        }
+        if self.out.is_empty() || (more && self.out.len() < COALESCE_LIMIT) {
             return true;
-        };
-        self.send(&el).await
+        }
+        self.write_bytes().await
     }
 
     /// One message of the session's mailbox.
@@ -532,13 +550,15 @@ impl C2sState {
                 self.finish(&myself).await;
             }
             C2sMsg::Route(el) => {
-                self.queued.fetch_sub(1, Ordering::AcqRel);
+                // Routed stanzas still in the mailbox after this one: the
+                // router counts them before it casts.
+                let more = self.queued.fetch_sub(1, Ordering::AcqRel) > 1;
                 if self.closed {
                     // Queued before this session left the table: routed
                     // again, to another resource, offline storage or a
                     // bounce (ejabberd's bounce_message_queue).
                     self.ctx.router.route(el).await;
-                } else if !self.deliver(el).await {
+                } else if !self.deliver(el, more).await {
                     self.closed = true;
                     self.finish(&myself).await;
                 }

@@ -404,6 +404,18 @@ impl Client {
         self.conn.send(stanza).await
     }
 
+    /// Buffers a stanza without writing it; [`Client::flush`] writes
+    /// everything buffered at once (pipelining, as clients do when they
+    /// have several stanzas to send).
+    pub fn queue(&mut self, stanza: &Element) {
+        self.conn.queue(stanza);
+    }
+
+    /// Writes the stanzas [`Client::queue`] buffered, and flushes.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.conn.flush().await
+    }
+
     /// Sends bytes as they are and flushes.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.conn.send_raw(bytes).await

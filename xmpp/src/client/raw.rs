@@ -198,6 +198,21 @@ impl RawConnection {
         self.flush_buffer().await
     }
 
+    /// Buffers one element as [`RawConnection::send`] writes it, without
+    /// writing: [`RawConnection::flush`] (or the next send) writes what
+    /// was buffered in one go.
+    pub fn queue(&mut self, el: &Element) {
+        el.write_in_stream(ns::JABBER_CLIENT, &mut self.wbuf);
+    }
+
+    /// Writes what [`RawConnection::queue`] buffered, and flushes.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        self.flush_buffer().await
+    }
+
     /// Writes one element as a top-level child of a `jabber:client`
     /// stream, and flushes.
     pub async fn send(&mut self, el: &Element) -> Result<(), ClientError> {

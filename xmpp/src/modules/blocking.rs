@@ -240,7 +240,7 @@ fn subscribe(
     let scope = Scope::Host(&host);
 
     // Outbound, sent by the client: refused with <blocked/>.
-    let st = state.clone();
+    let st = Arc::new(state.clone());
     hooks.subscribe_fn(
         &USER_SEND_PACKET,
         scope,
@@ -272,7 +272,7 @@ fn subscribe(
     )?;
 
     // Outbound presence sent on the user's behalf: dropped silently.
-    let st = state.clone();
+    let st = Arc::new(state.clone());
     hooks.subscribe_fn(
         &FILTER_PACKET,
         Scope::Global,
@@ -346,7 +346,7 @@ fn subscribe(
     )?;
 
     // Inbound, reaching a session.
-    let st = state.clone();
+    let st = Arc::new(state.clone());
     hooks.subscribe_fn(
         &USER_RECEIVE_PACKET,
         scope,
@@ -368,9 +368,11 @@ fn subscribe(
                     st.cache.remove(&user);
                     return Flow::Continue(Some(el));
                 }
-                if is_self(from, &user, &st.host)
+                // The list first: it is usually empty, and the other
+                // checks parse JIDs.
+                if !st.blocks(&user, from, true).await
+                    || is_self(from, &user, &st.host)
                     || is_blocked_error(&el)
-                    || !st.blocks(&user, from, true).await
                 {
                     return Flow::Continue(Some(el));
                 }

@@ -99,7 +99,8 @@ impl Module for Mod {
                         },
                     )
                     .map_err(|e| e.to_string())?;
-                let s = services.clone();
+                // An `Arc`: the closure runs for every stanza a client sends.
+                let s = Arc::new(services.clone());
                 hooks
                     .subscribe_fn(
                         &USER_SEND_PACKET,

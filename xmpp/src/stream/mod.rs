@@ -58,6 +58,9 @@ use crate::ns;
 use crate::xml::{Element, escape_attr};
 
 /// What the decoder yields.
+// An event is returned and consumed at once, never stored in bulk: the
+// size of the rare header variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StreamEvent {
     /// The peer opened (or, after a reset, re-opened) the stream.

@@ -13,6 +13,7 @@ mod write;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 pub use escape::{escape_attr, escape_text, is_valid_name};
 
@@ -48,24 +49,43 @@ impl Node {
 /// Invariant kept by the parser and by [`Element::append_text`]: no two text
 /// nodes are adjacent and no text node is empty, so that a tree serialized
 /// and parsed again compares equal. [`Element::nodes_mut`] can break it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Element {
+///
+/// Cloning is cheap: the data is shared, and copied on the first change
+/// of a shared element. A stanza passes through several hook subscribers
+/// and may go to several resources; each used to get a deep copy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Element(Arc<Data>);
+
+/// What an [`Element`] holds.
+#[derive(Clone, PartialEq, Eq)]
+struct Data {
     name: String,
     ns: Cow<'static, str>,
     attrs: Vec<(String, String)>,
     nodes: Vec<Node>,
 }
 
+impl fmt::Debug for Element {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Element")
+            .field("name", &self.0.name)
+            .field("ns", &self.0.ns)
+            .field("attrs", &self.0.attrs)
+            .field("nodes", &self.0.nodes)
+            .finish()
+    }
+}
+
 impl Element {
     /// A new empty element. `name` is the local name (no prefix) and must be
     /// a valid XML name; `ns` its namespace (`""` for none).
     pub fn new(name: impl Into<String>, ns: impl Into<Cow<'static, str>>) -> Self {
-        Element {
+        Element(Arc::new(Data {
             name: name.into(),
             ns: ns.into(),
             attrs: Vec::new(),
             nodes: Vec::new(),
-        }
+        }))
     }
 
     /// Starts a builder for an element; see [`ElementBuilder`].
@@ -73,30 +93,36 @@ impl Element {
         ElementBuilder(Element::new(name, ns))
     }
 
+    /// The data, to change: copied first if another clone shares it.
+    fn data(&mut self) -> &mut Data {
+        Arc::make_mut(&mut self.0)
+    }
+
     /// The local name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// The namespace (`""` when the element is in no namespace).
     pub fn ns(&self) -> &str {
-        &self.ns
+        &self.0.ns
     }
 
     /// Replaces the namespace (of this element only, not of its children).
     pub fn set_ns(&mut self, ns: impl Into<Cow<'static, str>>) {
-        self.ns = ns.into();
+        self.data().ns = ns.into();
     }
 
     /// Whether this element has this local name and namespace.
     pub fn is(&self, name: &str, ns: &str) -> bool {
-        self.name == name && self.ns == ns
+        self.0.name == name && self.0.ns == ns
     }
 
     /// The value of an attribute, by its qualified name as written
     /// (`"to"`, `"xml:lang"`).
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
+        self.0
+            .attrs
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
@@ -104,7 +130,7 @@ impl Element {
 
     /// The attributes in document order, as (qualified name, unescaped value).
     pub fn attrs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.attrs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.0.attrs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// Sets an attribute, replacing its value in place if it exists, else
@@ -114,37 +140,37 @@ impl Element {
     pub fn set_attr(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let name = name.into();
         let value = value.into();
-        match self.attrs.iter_mut().find(|(n, _)| *n == name) {
+        match self.data().attrs.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
-            None => self.attrs.push((name, value)),
+            None => self.data().attrs.push((name, value)),
         }
     }
 
     /// Removes an attribute and returns its value.
     pub fn remove_attr(&mut self, name: &str) -> Option<String> {
-        let i = self.attrs.iter().position(|(n, _)| n == name)?;
-        Some(self.attrs.remove(i).1)
+        let i = self.0.attrs.iter().position(|(n, _)| n == name)?;
+        Some(self.data().attrs.remove(i).1)
     }
 
     /// All child nodes, elements and text, in document order.
     pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+        &self.0.nodes
     }
 
     /// Mutable access to the child nodes. Keep text nodes non-empty and
     /// non-adjacent if the tree must round-trip to an equal tree.
     pub fn nodes_mut(&mut self) -> &mut Vec<Node> {
-        &mut self.nodes
+        &mut self.data().nodes
     }
 
     /// The child elements, in document order.
     pub fn children(&self) -> impl Iterator<Item = &Element> {
-        self.nodes.iter().filter_map(Node::as_element)
+        self.0.nodes.iter().filter_map(Node::as_element)
     }
 
     /// The child elements, mutable.
     pub fn children_mut(&mut self) -> impl Iterator<Item = &mut Element> {
-        self.nodes.iter_mut().filter_map(|n| match n {
+        self.data().nodes.iter_mut().filter_map(|n| match n {
             Node::Element(e) => Some(e),
             Node::Text(_) => None,
         })
@@ -168,10 +194,11 @@ impl Element {
     /// Removes the first child element with this name and namespace.
     pub fn remove_child(&mut self, name: &str, ns: &str) -> Option<Element> {
         let i = self
+            .0
             .nodes
             .iter()
             .position(|n| n.as_element().is_some_and(|e| e.is(name, ns)))?;
-        match self.nodes.remove(i) {
+        match self.data().nodes.remove(i) {
             Node::Element(e) => Some(e),
             Node::Text(_) => None,
         }
@@ -179,8 +206,8 @@ impl Element {
 
     /// Appends a child element and returns it for further changes.
     pub fn append_child(&mut self, child: Element) -> &mut Element {
-        self.nodes.push(Node::Element(child));
-        match self.nodes.last_mut() {
+        self.data().nodes.push(Node::Element(child));
+        match self.data().nodes.last_mut() {
             Some(Node::Element(e)) => e,
             // Just pushed an element; kept total without a panic path.
             _ => unreachable_element(),
@@ -193,16 +220,16 @@ impl Element {
         if text.is_empty() {
             return;
         }
-        match self.nodes.last_mut() {
+        match self.data().nodes.last_mut() {
             Some(Node::Text(t)) => t.push_str(text),
-            _ => self.nodes.push(Node::Text(text.to_owned())),
+            _ => self.data().nodes.push(Node::Text(text.to_owned())),
         }
     }
 
     /// The concatenation of the direct text children (not of descendants).
     pub fn text(&self) -> String {
         let mut out = String::new();
-        for n in &self.nodes {
+        for n in &self.0.nodes {
             if let Node::Text(t) = n {
                 out.push_str(t);
             }
@@ -275,12 +302,12 @@ impl Element {
         ns: Cow<'static, str>,
         attrs: Vec<(String, String)>,
     ) -> Self {
-        Element {
+        Element(Arc::new(Data {
             name,
             ns,
             attrs,
             nodes: Vec::new(),
-        }
+        }))
     }
 }
 
