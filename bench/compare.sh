@@ -14,6 +14,10 @@
 #   B_USERS=15000      sessions of scenario b (STARTTLS + SCRAM, idle memory)
 #   ONLY="a b c"       scenarios to run
 #   SERVERS="ejabberd beamline"   servers of scenarios a and b
+#   SERVER_CPUS=1 LOADGEN_CPUS=0  pin every thread of the server (a, b: taskset
+#                      -a) and the load generator to these CPUs, so that
+#                      the clients do not take the server's CPU (default:
+#                      both share every CPU)
 #
 # What it does (docs/benchmarks.md explains every figure):
 #   1. cargo build --release -p beamline -p beamline-loadgen
@@ -126,6 +130,11 @@ sys.exit("no free port")
 EOF
 }
 
+pin() { # PID: every thread of a server we started onto SERVER_CPUS
+    [[ -n ${SERVER_CPUS:-} ]] || return 0
+    taskset -a -cp "$SERVER_CPUS" "$1" >/dev/null
+}
+
 wait_port() { # PORT PID SECONDS
     local port=$1 pid=$2 i
     for i in $(seq 1 $(($3 * 5))); do
@@ -147,6 +156,7 @@ ej_start() {
 ej_run() {
     STARTED+=("ej:$DIR")
     PID="$("$ROOT/bench/ejabberd/ejabberd.sh" start "$DIR" "$PORT")"
+    pin "$PID"
     log "ejabberd pid $PID on 127.0.0.1:$PORT ($DIR)"
 }
 ej_stop() {
@@ -209,6 +219,7 @@ bl_run() {
     PID=$!
     STARTED+=("pid:$PID")
     wait_port "$PORT" "$PID" 60 || { tail -n 20 "$DIR/serve.log" >&2; exit 1; }
+    pin "$PID"
     log "beamline pid $PID on 127.0.0.1:$PORT ($DIR)"
 }
 bl_stop() {
@@ -240,7 +251,9 @@ lg() { # NAME FLAGS...: one load generator run, JSON and SVG into OUT
     local name=$1
     shift
     log "run $name: beamline-loadgen $*"
-    if ! "$LG" "$@" --json "$OUT/$name.json" --svg "$OUT/$name.svg" 2>"$OUT/$name.log"; then
+    local run=("$LG")
+    [[ -z ${LOADGEN_CPUS:-} ]] || run=(taskset -c "$LOADGEN_CPUS" "$LG")
+    if ! "${run[@]}" "$@" --json "$OUT/$name.json" --svg "$OUT/$name.svg" 2>"$OUT/$name.log"; then
         log "run $name FAILED: $(tail -n 3 "$OUT/$name.log")"
         return 0
     fi
@@ -283,6 +296,7 @@ echo "$(date -u +%FT%TZ)" >"$OUT/started"
     echo "busiest processes at start (top, 1 s):"
     busiest
     echo "B_USERS: $B_USERS"
+    echo "SERVER_CPUS: ${SERVER_CPUS:-all}; LOADGEN_CPUS: ${LOADGEN_CPUS:-all}"
 } >"$OUT/machine.txt"
 
 for S in $SERVERS; do
