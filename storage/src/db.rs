@@ -1169,12 +1169,7 @@ impl Tx {
         table: &Table<R>,
         range: impl RangeBounds<R::Key> + Clone,
     ) -> Result<Vec<R>, StorageError> {
-        if table.core.def.kind != crate::TableKind::OrderedSet {
-            return Err(StorageError::NotOrdered {
-                table: table.core.def.name.clone(),
-                op: "range",
-            });
-        }
+        table.core.require_ordered("range")?;
         let r2 = range.clone();
         self.scan(table, move |c| c.range(r2), |r| range.contains(&r.key()))
     }

@@ -172,13 +172,20 @@ impl<R: Record> TableCore<R> {
             .collect())
     }
 
-    pub(crate) fn range(&self, range: impl RangeBounds<R::Key>) -> Result<Vec<R>, StorageError> {
+    /// `NotOrdered` naming `op` unless this is an ordered set (the only
+    /// kind with key ranges).
+    pub(crate) fn require_ordered(&self, op: &'static str) -> Result<(), StorageError> {
         if self.def.kind != TableKind::OrderedSet {
             return Err(StorageError::NotOrdered {
                 table: self.def.name.clone(),
-                op: "range",
+                op,
             });
         }
+        Ok(())
+    }
+
+    pub(crate) fn range(&self, range: impl RangeBounds<R::Key>) -> Result<Vec<R>, StorageError> {
+        self.require_ordered("range")?;
         Ok(self
             .rows
             .read()
@@ -196,12 +203,7 @@ impl<R: Record> TableCore<R> {
         start: std::ops::Bound<R::Key>,
         mut keep: impl FnMut(&R) -> bool,
     ) -> Result<Vec<R>, StorageError> {
-        if self.def.kind != TableKind::OrderedSet {
-            return Err(StorageError::NotOrdered {
-                table: self.def.name.clone(),
-                op: "range",
-            });
-        }
+        self.require_ordered("range_while")?;
         let rows = self.rows.read();
         let mut out = Vec::new();
         for (_, v) in rows.map.range((start, std::ops::Bound::Unbounded)) {
