@@ -23,13 +23,19 @@
 #   1. cargo build --release -p beamline -p beamline-loadgen
 #      --bin beamline --bin beamline-loadgen --example xmpp_cluster
 #   2. Scenario a, for ejabberd then beamline, each a fresh server in its own
-#      temp dir on a free loopback port, 1,000 accounts made and the server
-#      restarted; plaintext c2s: SASL PLAIN login, 5 s idle hold, 200 senders
+#      temp dir on a free loopback port, 1,000 accounts made, each logged
+#      in once with SCRAM-SHA-256 (warm-up: the load generator's SCRAM cache
+#      file gets the salted passwords) and the server restarted; plaintext
+#      c2s: SASL PLAIN login, 5 s idle hold, 200 senders
 #      at 2,000 msg/s for 10 s (a-rate-SERVER.json/.svg); then on the same
-#      server a second run: SCRAM-SHA-256 login (still no TLS), closed loop
-#      with window 4 for 10 s (a-closed-SERVER.json/.svg: saturation).
-#   3. Scenario b, each a fresh server, B_USERS accounts made and the server
-#      restarted: STARTTLS + SCRAM-SHA-256 login, 10 s idle hold
+#      server a second run: SCRAM-SHA-256 login with the cached salted
+#      passwords (still no TLS), closed loop with window 4 for 10 s
+#      (a-closed-SERVER.json/.svg: saturation).
+#   3. Scenario b, each a fresh server, B_USERS accounts made, a warm-up
+#      login of each with STARTTLS + SCRAM-SHA-256 and the server restarted:
+#      STARTTLS + SCRAM-SHA-256 login with the cached salted passwords
+#      (X25519 key exchange for both servers: see the load generator's
+#      --tls-pq), 10 s idle hold
 #      (b-SERVER.json/.svg: login throughput, CPU per 1,000 logins, memory
 #      per idle session).
 #   Accounts: ejabberd `bench/ejabberd/ejabberd.sh provision` (credentials
@@ -235,12 +241,22 @@ bl_provision() { # N: in-band registration (XEP-0077), no sessions
 short() { [[ $1 == ejabberd ]] && echo ej || echo bl; }
 # A fresh server of kind $1 with $3 accounts, restarted after provisioning
 # (so that its memory before login owes nothing to the registrations).
-fresh_server() { # KIND NAME USERS
-    local k
-    k="$(short "$1")"
-    "${k}_start" "$2"
-    log "provisioning $3 accounts on $1"
-    "${k}_provision" "$3" >&2
+# With FLAGS: every account logs in once with them and out again before
+# the restart, filling DIR/scram.cache with the salted passwords, so that
+# the measured logins skip PBKDF2 as a client that saved it does (the
+# measured runs pass --scram-cache "$DIR/scram.cache").
+fresh_server() { # KIND NAME USERS [WARM-UP FLAGS...]
+    local k kind=$1 name=$2 users=$3
+    shift 3
+    k="$(short "$kind")"
+    "${k}_start" "$name"
+    log "provisioning $users accounts on $kind"
+    "${k}_provision" "$users" >&2
+    if [[ $# -gt 0 ]]; then
+        log "warm-up logins on $kind (SCRAM cache): $*"
+        "$LG" --server "127.0.0.1:$PORT" --users "$users" --hold 0 --quiet \
+            --login-timeout 600 --scram-cache "$DIR/scram.cache" "$@" --json "$DIR/warm-up.json"
+    fi
     "${k}_stop"
     "${k}_run"
     sleep 2
@@ -301,16 +317,18 @@ echo "$(date -u +%FT%TZ)" >"$OUT/started"
 
 for S in $SERVERS; do
     if [[ " $ONLY " == *" a "* ]]; then
-        fresh_server "$S" a 1000
+        fresh_server "$S" a 1000 --mechanism scram-sha256
         lg "a-rate-$S" --server "127.0.0.1:$PORT" --server-pid "$PID" \
             "${A_COMMON[@]}" --mechanism plain --hold 5 --rate 2000
         lg "a-closed-$S" --server "127.0.0.1:$PORT" --server-pid "$PID" \
-            "${A_COMMON[@]}" --mechanism scram-sha256 --hold 2 --rate 0 --window 4
+            "${A_COMMON[@]}" --mechanism scram-sha256 --hold 2 --rate 0 --window 4 \
+            --scram-cache "$DIR/scram.cache"
         stop_server "$S"
     fi
     if [[ " $ONLY " == *" b "* ]]; then
-        fresh_server "$S" b "$B_USERS"
-        lg "b-$S" --server "127.0.0.1:$PORT" --server-pid "$PID" "${B_COMMON[@]}"
+        fresh_server "$S" b "$B_USERS" --starttls --mechanism scram-sha256
+        lg "b-$S" --server "127.0.0.1:$PORT" --server-pid "$PID" "${B_COMMON[@]}" \
+            --scram-cache "$DIR/scram.cache"
         stop_server "$S"
     fi
 done
@@ -339,7 +357,9 @@ if [[ " $ONLY " == *" c "* ]]; then
     SERVERS_C="127.0.0.1:$base,127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20))"
     # 20 source addresses: the nodes keep the default limit of 100
     # connections per address.
-    C_COMMON=(--users 1000 --mechanism scram-sha256 --source-addrs 20 --senders 200 --duration 10 --drain 5 --quiet)
+    # The first run fills the SCRAM cache, the second logs in with it.
+    C_COMMON=(--users 1000 --mechanism scram-sha256 --source-addrs 20 --senders 200 --duration 10 --drain 5 --quiet
+        --scram-cache "$cdir/scram.cache")
     lg c-rate-cluster --server "$SERVERS_C" --server-pid "$NODE_PIDS" --provision ctl \
         --provision-ctl "$BL ctl --config $cdir/node1.toml" "${C_COMMON[@]}" --hold 5 --rate 2000
     lg c-closed-cluster --server "$SERVERS_C" --server-pid "$NODE_PIDS" \

@@ -72,6 +72,18 @@ pub struct Args {
     /// a load generator, not a client to trust).
     #[arg(long)]
     pub starttls: bool,
+    /// Offer the post-quantum hybrid key exchange X25519MLKEM768 with
+    /// STARTTLS (rustls's first choice). Off by default so that every
+    /// server does the same classical handshake (X25519): ejabberd 23.01
+    /// with Debian's OpenSSL 3.0 has no ML-KEM.
+    #[arg(long)]
+    pub tls_pq: bool,
+    /// Keep SCRAM salted passwords in this file across runs: loaded at
+    /// start if it exists, new entries added after the login phase, as a
+    /// client that saved its salted password logs in again without PBKDF2.
+    /// The file is as good as the passwords for the server's salts.
+    #[arg(long)]
+    pub scram_cache: Option<PathBuf>,
     /// SASL mechanism.
     #[arg(long, value_enum, default_value = "scram-sha256")]
     pub mechanism: Mech,

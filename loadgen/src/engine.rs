@@ -466,6 +466,8 @@ struct Msg {
     windows: HashMap<u64, Arc<Semaphore>>,
     /// Users a sender may pick (online).
     peers: Vec<u64>,
+    /// Their full JIDs, in the same order (made once, not per message).
+    peer_jids: Vec<String>,
     raw: Mutex<MsgRaw>,
     /// Senders still sending (their sending time not over): while one is,
     /// a message may be on its way out and not yet counted as sent, so
@@ -501,25 +503,23 @@ impl Msg {
         self.raw.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn pick_peer(&self, me: u64, rng: &mut Rng) -> Option<u64> {
+    /// A random online peer other than `me`: its index in `peers`.
+    fn pick_peer(&self, me: u64, rng: &mut Rng) -> Option<usize> {
         if self.peers.len() < 2 {
             return None;
         }
         loop {
-            let p = self.peers[rng.below(self.peers.len() as u64) as usize];
-            if p != me {
-                return Some(p);
+            let i = rng.below(self.peers.len() as u64) as usize;
+            if self.peers[i] != me {
+                return Some(i);
             }
         }
     }
 
-    fn message(&self, from: u64, to: u64, seq: u64) -> Element {
-        let a = &self.ctx.args;
+    /// Message `seq` of `from` to the peer at index `to`.
+    fn message(&self, from: u64, to: usize, seq: u64) -> Element {
         Element::builder("message", ns::JABBER_CLIENT)
-            .attr(
-                "to",
-                format!("{}@{}/{}", user_name(a, to), a.domain, a.resource),
-            )
+            .attr("to", self.peer_jids[to].clone())
             .attr("type", "chat")
             .attr("id", format!("lg{seq}"))
             .append(
@@ -530,7 +530,7 @@ impl Msg {
             .build()
     }
 
-    fn received(&self, el: &Element, seen: &mut HashSet<(u64, u64)>) {
+    fn received(&self, el: &Element, seen: &mut Seen) {
         if !el.is("message", ns::JABBER_CLIENT) {
             return;
         }
@@ -545,7 +545,7 @@ impl Msg {
             return;
         };
         let latency = unix_micros().saturating_sub(ts);
-        if seen.insert((from, seq)) {
+        if seen.insert(u128::from(from) << 64 | u128::from(seq)) {
             {
                 let mut raw = self.raw();
                 raw.delivered += 1;
@@ -569,6 +569,97 @@ impl Msg {
         second(&mut raw.per_second, self.start.elapsed()).sent += 1;
         drop(raw);
         self.ctx.counters.sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Adds the entries of the cache file at `path`, if there is one.
+fn load_cache(cache: &ScramCache, path: &std::path::Path) -> Result<(), String> {
+    match std::fs::File::open(path) {
+        Ok(f) => cache
+            .load(std::io::BufReader::new(f))
+            .map(|_| ())
+            .map_err(|e| format!("SCRAM cache {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("SCRAM cache {}: {e}", path.display())),
+    }
+}
+
+/// Merges `cache` into the file at `path`. Worker processes of one run
+/// share the file: each takes `PATH.lock` (made with `create_new`, removed
+/// after; a lock older than a minute is taken as left by a process that
+/// died) and the new content replaces the old by a rename, so a reader
+/// never sees half of it.
+fn save_cache(cache: &ScramCache, path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let with_suffix = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    let lock = with_suffix(".lock");
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if std::time::Instant::now() >= give_up {
+                    // Left by a process that died: take it over.
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let result = (|| {
+        // Entries other processes saved meanwhile are kept.
+        let _ = load_cache(cache, path);
+        let tmp = with_suffix(".tmp");
+        let mut out = std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)?,
+        );
+        cache.save(&mut out)?;
+        out.flush()?;
+        drop(out);
+        std::fs::rename(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&lock);
+    result
+}
+
+/// The (sender, sequence) pairs a session received, as `sender << 64 |
+/// seq`: one insert per delivered message, so a cheap hash (the keys are
+/// not chosen by anyone hostile).
+type Seen = HashSet<u128, std::hash::BuildHasherDefault<SeenHasher>>;
+
+/// A multiply-xorshift hash of a [`Seen`] key.
+#[derive(Default)]
+struct SeenHasher(u64);
+
+impl std::hash::Hasher for SeenHasher {
+    fn finish(&self) -> u64 {
+        let x = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^ (x >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64).wrapping_mul(0xff51_afd7_ed55_8ccd);
     }
 }
 
@@ -619,7 +710,7 @@ async fn session_loop(
     msg: Arc<Msg>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Client> {
-    let mut seen = HashSet::new();
+    let mut seen = Seen::default();
     let mut rng = Rng::new(me + 1);
     let window = msg.windows.get(&me).cloned();
     let mut sending = sender && msg.peers.len() >= 2;
@@ -635,10 +726,15 @@ async fn session_loop(
         });
     let mut stall_at = msg.start + STALL;
     let mut seq = 0u64;
+    // Both futures live across iterations: made anew on every message
+    // received, they would register and drop a waiter and two timers each
+    // time.
+    let mut stopped = std::pin::pin!(stop.changed());
+    let mut my_turn = Box::pin(turn(next, window.as_deref(), stall_at, msg.send_end));
     loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => return Some(client),
+            _ = &mut stopped => return Some(client),
             r = client.recv() => match r {
                 Ok(el) => msg.received(&el, &mut seen),
                 Err(_) => {
@@ -646,7 +742,7 @@ async fn session_loop(
                     return None;
                 }
             },
-            go = turn(next, window.as_deref(), stall_at, msg.send_end), if sending => {
+            go = &mut my_turn, if sending => {
                 if !go {
                     sending = false;
                     place.done();
@@ -684,6 +780,7 @@ async fn session_loop(
                     // Catch up after a stall, but by at most a second.
                     next = (next + i).max(now - Duration::from_secs(1).min(now - msg.start));
                 }
+                my_turn = Box::pin(turn(next, window.as_deref(), stall_at, msg.send_end));
             }
         }
     }
@@ -694,8 +791,13 @@ impl Engine {
     /// `args.slice_start`.
     pub fn new(args: Arc<Args>, connector: Connector) -> Result<Engine, String> {
         let tls = if args.starttls {
+            let make = if args.tls_pq {
+                beamline_xmpp::client::tls_client_config
+            } else {
+                beamline_xmpp::client::tls_client_config_classical
+            };
             Some(
-                beamline_xmpp::client::tls_client_config(
+                make(
                     &beamline_xmpp::client::TrustMode::AcceptAnyForTests,
                     TlsMode::StartTls,
                 )
@@ -704,13 +806,17 @@ impl Engine {
         } else {
             None
         };
+        let cache = ScramCache::new();
+        if let Some(path) = &args.scram_cache {
+            load_cache(&cache, path)?;
+        }
         Ok(Engine {
             ctx: Arc::new(Ctx {
                 kept: (args.in_memory && args.detach_clients)
                     .then(|| Arc::new(Mutex::new(Vec::new()))),
                 // In memory, every account shares one salt (see
                 // `provision::in_process`): one entry serves all logins.
-                cache: Some(ScramCache::new()),
+                cache: Some(cache),
                 args,
                 connector,
                 tls,
@@ -790,6 +896,15 @@ impl Engine {
                 .or_default() += not_started;
         }
         raw.elapsed_ms = start.elapsed().as_millis() as u64;
+        if let (Some(path), Some(cache)) = (&self.ctx.args.scram_cache, &self.ctx.cache) {
+            // The run's figures stand without it: say so and go on.
+            if let Err(e) = save_cache(cache, path) {
+                eprintln!(
+                    "beamline-loadgen: saving the SCRAM cache {}: {e}",
+                    path.display()
+                );
+            }
+        }
         raw.offline = self
             .online
             .iter()
@@ -840,6 +955,10 @@ impl Engine {
             send_end: start + secs(a.duration),
             interval: (!closed).then(|| secs(k as f64 / a.rate)),
             windows,
+            peer_jids: peers
+                .iter()
+                .map(|g| format!("{}@{}/{}", user_name(&a, *g), a.domain, a.resource))
+                .collect(),
             peers,
             raw: Mutex::new(MsgRaw::default()),
             sending: AtomicU64::new(0),
@@ -991,6 +1110,41 @@ async fn detached_logout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cache file line for salt `salt` (the other fields fixed).
+    fn line(salt: &str) -> String {
+        use base64::Engine as _;
+        let b = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
+        format!(
+            "sha256 4096 {} {} {}\n",
+            b(salt.as_bytes()),
+            b(&[1; 32]),
+            b(&[2; 32])
+        )
+    }
+
+    #[test]
+    fn scram_cache_file_merges_what_each_process_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scram.cache");
+        // No file yet: nothing to load, no error.
+        let first = ScramCache::new();
+        load_cache(&first, &path).unwrap();
+        first.load(line("a").as_bytes()).unwrap();
+        save_cache(&first, &path).unwrap();
+        // Another process with another entry: the file keeps both.
+        let second = ScramCache::new();
+        second.load(line("b").as_bytes()).unwrap();
+        save_cache(&second, &path).unwrap();
+        let next_run = ScramCache::new();
+        load_cache(&next_run, &path).unwrap();
+        assert_eq!(next_run.len(), 2);
+        assert!(!dir.path().join("scram.cache.lock").exists());
+        // A damaged file is an error that names it.
+        std::fs::write(&path, "sha256 x\n").unwrap();
+        let e = load_cache(&ScramCache::new(), &path).unwrap_err();
+        assert!(e.contains("scram.cache") && e.contains("line 1"), "{e}");
+    }
 
     #[test]
     fn body_round_trip() {

@@ -758,6 +758,18 @@ impl<R: Record> Table<R> {
         self.core.range_while(start, keep)
     }
 
+    /// `f` of each record from `start` on, in key order, until `f` answers
+    /// `None` (ordered sets only): [`Table::range_while`] for a caller that
+    /// needs a few fields, not copies of the records. `f` runs under the
+    /// table's read lock: keep it short.
+    pub fn range_map_while<T>(
+        &self,
+        start: std::ops::Bound<R::Key>,
+        f: impl FnMut(&R) -> Option<T>,
+    ) -> Result<Vec<T>, StorageError> {
+        self.core.scan("range_map_while", start, f)
+    }
+
     /// Every record (in key order).
     pub fn all(&self) -> Vec<R> {
         self.core.all()

@@ -203,15 +203,26 @@ impl<R: Record> TableCore<R> {
         start: std::ops::Bound<R::Key>,
         mut keep: impl FnMut(&R) -> bool,
     ) -> Result<Vec<R>, StorageError> {
-        self.require_ordered("range_while")?;
+        self.scan("range_while", start, |r| keep(r).then(|| r.clone()))
+    }
+
+    /// `f` of the records from `start` on, in key order, until `f`
+    /// answers `None`: [`TableCore::range_while`] without cloning records.
+    pub(crate) fn scan<T>(
+        &self,
+        op: &'static str,
+        start: std::ops::Bound<R::Key>,
+        mut f: impl FnMut(&R) -> Option<T>,
+    ) -> Result<Vec<T>, StorageError> {
+        self.require_ordered(op)?;
         let rows = self.rows.read();
         let mut out = Vec::new();
         for (_, v) in rows.map.range((start, std::ops::Bound::Unbounded)) {
             for r in v {
-                if !keep(r) {
-                    return Ok(out);
+                match f(r) {
+                    Some(t) => out.push(t),
+                    None => return Ok(out),
                 }
-                out.push(r.clone());
             }
         }
         Ok(out)

@@ -85,6 +85,11 @@ async fn run(kind: TableKind, ops: Vec<Op>, lo: u8, hi: u8) {
             .range_while(std::ops::Bound::Included(lo), keep)
             .expect("range_while");
         assert_eq!(got, want);
+        // The same, mapped to the values, without copies of the rows.
+        let values = t
+            .range_map_while(std::ops::Bound::Included(lo), |r| (r.k < hi).then_some(r.v))
+            .expect("range_map_while");
+        assert_eq!(values, want.iter().map(|r| r.v).collect::<Vec<_>>());
     }
 }
 

@@ -830,10 +830,10 @@ fn watch_lost_sessions(
 /// again.
 async fn login_back(hooks: &Hooks, rec: &SessionRecord, jid: FullJid) {
     tracing::debug!(%jid, node = %rec.node, "session of a lost node is back");
-    let info = SessionInfo {
+    let info = Arc::new(SessionInfo {
         jid: jid.clone(),
         ip: None,
-    };
+    });
     let _ = hooks
         .run(
             &SM_REGISTER_CONNECTION,
@@ -863,10 +863,10 @@ async fn login_back(hooks: &Hooks, rec: &SessionRecord, jid: FullJid) {
 /// `sm_remove_connection`.
 async fn logout_lost(hooks: &Hooks, rec: &SessionRecord, jid: FullJid) {
     tracing::debug!(%jid, node = %rec.node, "session of a lost node: logged out");
-    let info = SessionInfo {
+    let info = Arc::new(SessionInfo {
         jid: jid.clone(),
         ip: None,
-    };
+    });
     if rec.priority.is_some() {
         let el = Element::builder("presence", ns::JABBER_CLIENT)
             .attr("type", "unavailable")

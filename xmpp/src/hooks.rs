@@ -29,6 +29,7 @@
 //! (see `ARCHITECTURE.md`), not one actor for all traffic.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use beamline_runtime::hooks::HookPoint;
 
@@ -36,6 +37,8 @@ use crate::jid::FullJid;
 use crate::xml::Element;
 
 /// Who a stanza passes through: the session's full JID and peer address.
+/// Hooks get it in an `Arc`: a run hands a copy to every subscriber, and
+/// the hottest points run for every stanza.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
     /// The session's bound full JID.
@@ -70,12 +73,12 @@ pub struct Account {
 
 /// A client sent a stanza; runs in the sender's session, after `from` is
 /// stamped, before routing. ejabberd's `user_send_packet`.
-pub const USER_SEND_PACKET: HookPoint<SessionInfo, Option<Element>> =
+pub const USER_SEND_PACKET: HookPoint<Arc<SessionInfo>, Option<Element>> =
     HookPoint::new("user_send_packet");
 
 /// A stanza reached a session and is about to be written to its client.
 /// ejabberd's `user_receive_packet`.
-pub const USER_RECEIVE_PACKET: HookPoint<SessionInfo, Option<Element>> =
+pub const USER_RECEIVE_PACKET: HookPoint<Arc<SessionInfo>, Option<Element>> =
     HookPoint::new("user_receive_packet");
 
 /// Every stanza the router routes, before it looks at the recipient.
@@ -85,12 +88,13 @@ pub const FILTER_PACKET: HookPoint<(), Option<Element>> = HookPoint::new("filter
 
 /// A session was bound and is in the session table. ejabberd's
 /// `sm_register_connection_hook`.
-pub const SM_REGISTER_CONNECTION: HookPoint<SessionInfo, ()> =
+pub const SM_REGISTER_CONNECTION: HookPoint<Arc<SessionInfo>, ()> =
     HookPoint::new("sm_register_connection");
 
 /// A session left the session table (logout, kick, lost connection).
 /// ejabberd's `sm_remove_connection_hook`.
-pub const SM_REMOVE_CONNECTION: HookPoint<SessionInfo, ()> = HookPoint::new("sm_remove_connection");
+pub const SM_REMOVE_CONNECTION: HookPoint<Arc<SessionInfo>, ()> =
+    HookPoint::new("sm_remove_connection");
 
 /// The features offered to an authenticated client, after bind and
 /// session; a module appends its own. The argument is the host.
@@ -118,7 +122,7 @@ pub const REMOVE_USER: HookPoint<Account, ()> = HookPoint::new("remove_user");
 /// A session sent its first available presence (after it was handled and
 /// broadcast). ejabberd's `user_available_hook`; offline messages are
 /// delivered here.
-pub const USER_AVAILABLE: HookPoint<SessionInfo, ()> = HookPoint::new("user_available_hook");
+pub const USER_AVAILABLE: HookPoint<Arc<SessionInfo>, ()> = HookPoint::new("user_available_hook");
 
 /// A presence stanza addressed to a local user (bare or full JID), before
 /// the router delivers it: a subscriber handles probes and subscription

@@ -52,7 +52,7 @@ use tokio::sync::oneshot;
 use crate::c2s::C2sMsg;
 use crate::hooks::{FILTER_PACKET, OFFLINE_MESSAGE, PRESENCE_IN};
 use crate::jid::{self, Jid};
-use crate::sm::{SessionManager, SessionRecord};
+use crate::sm::{Hop, SessionManager};
 use crate::stanza_error::{StanzaError, StanzaErrorCondition, error_reply};
 use crate::stream_error::StreamErrorCondition;
 use crate::xml::Element;
@@ -159,7 +159,7 @@ fn is_request(stanza: &Element) -> bool {
 }
 
 /// The available sessions with the highest non-negative priority.
-fn best_resources(sessions: &[SessionRecord]) -> Vec<&SessionRecord> {
+fn best_resources(sessions: &[Hop]) -> Vec<&Hop> {
     let best = sessions
         .iter()
         .filter_map(|s| s.priority)
@@ -368,7 +368,9 @@ impl Router {
             return;
         };
         match to.node() {
-            None => self.to_server(stanza, &to, pending).await,
+            // Boxed, as the other paths that wait on storage or modules:
+            // the future of a route to an online session stays small.
+            None => Box::pin(self.to_server(stanza, &to, pending)).await,
             Some(_) => self.to_user(stanza, &to, pending).await,
         }
     }
@@ -431,7 +433,10 @@ impl Router {
         } else {
             stanza
         };
-        let sessions = self.inner.sm.sessions_of(host, user);
+        let sessions = self
+            .inner
+            .sm
+            .hops_of(host, user, to.resource().map(|r| r.as_str()));
         let kind = stanza.name();
         // RFC 6121 §5.2.2: no type, or one not understood, is `normal`.
         let msg_type = stanza
@@ -439,14 +444,14 @@ impl Router {
             .filter(|t| matches!(*t, "chat" | "groupchat" | "headline" | "error"))
             .unwrap_or("normal");
 
-        if let Some(resource) = to.resource() {
+        if to.resource().is_some() {
             // The newest session of the resource: one that replaced an
             // older one on another node can share the table with it until
             // that node has closed the old one.
             if let Some(s) = sessions
                 .iter()
-                .filter(|s| s.resource == resource.as_str())
-                .max_by_key(|s| (s.started_ms, s.node == self.inner.sm.node()))
+                .filter(|s| s.resource_matches)
+                .max_by_key(|s| (s.started_ms, s.remote.is_none()))
             {
                 self.deliver(s, stanza);
                 return;
@@ -489,7 +494,7 @@ impl Router {
                 }
                 // A headline goes to every available resource of
                 // non-negative priority, the rest to those of the highest.
-                let targets: Vec<&SessionRecord> = if msg_type == "headline" {
+                let targets: Vec<&Hop> = if msg_type == "headline" {
                     sessions
                         .iter()
                         .filter(|s| s.priority.is_some_and(|p| p >= 0))
@@ -508,15 +513,17 @@ impl Router {
                     // Nobody to show it to: dropped (RFC 6121 §8.5.2.2.1).
                     return;
                 }
-                if self.user_exists(host, user).await {
-                    let stored = self
-                        .inner
-                        .hooks
-                        .run_fold(&OFFLINE_MESSAGE, Scope::Host(host), false, stanza.clone())
-                        .await;
-                    if stored {
-                        return;
-                    }
+                let stored = Box::pin(async {
+                    self.user_exists(host, user).await
+                        && self
+                            .inner
+                            .hooks
+                            .run_fold(&OFFLINE_MESSAGE, Scope::Host(host), false, stanza.clone())
+                            .await
+                })
+                .await;
+                if stored {
+                    return;
                 }
                 self.bounce(
                     &stanza,
@@ -528,8 +535,8 @@ impl Router {
                 if !is_request(&stanza) {
                     return;
                 }
-                if self.user_exists(host, user).await {
-                    self.handle_iq(host, stanza, pending).await;
+                if Box::pin(self.user_exists(host, user)).await {
+                    Box::pin(self.handle_iq(host, stanza, pending)).await;
                 } else {
                     self.bounce(
                         &stanza,
@@ -542,7 +549,7 @@ impl Router {
                 // Presence to a bare JID goes to every available resource;
                 // subscriptions and probes get their rules with the
                 // presence module.
-                let available: Vec<&SessionRecord> =
+                let available: Vec<&Hop> =
                     sessions.iter().filter(|s| s.priority.is_some()).collect();
                 for s in available {
                     self.deliver(s, stanza.clone());
@@ -557,11 +564,13 @@ impl Router {
     /// another node gets it through that node's delivery shard (chosen
     /// by the recipient, so one sender's stanzas to one recipient keep
     /// their order across nodes too: see [`crate::cluster`]).
-    fn deliver(&self, s: &SessionRecord, stanza: Element) {
-        if s.node != self.inner.sm.node() {
+    fn deliver(&self, s: &Hop, stanza: Element) {
+        if let Some(remote) = &s.remote {
             match self.inner.sm.cluster() {
-                Some(c) => c.route_remote(s, &stanza),
-                None => tracing::debug!(node = %s.node, "session on an unknown node: dropped"),
+                Some(c) => c.route_remote(remote, &stanza),
+                None => {
+                    tracing::debug!(node = %remote.node, "session on an unknown node: dropped");
+                }
             }
             return;
         }
@@ -598,40 +607,37 @@ impl Router {
 mod tests {
     use super::*;
 
-    fn rec(resource: &str, priority: Option<i8>) -> SessionRecord {
-        SessionRecord {
-            host: "localhost".into(),
-            user: "u".into(),
-            resource: resource.into(),
-            node: "n".into(),
-            sid: 1,
+    fn hop(sid: u64, priority: Option<i8>) -> Hop {
+        Hop {
+            sid,
             priority,
-            presence: None,
             started_ms: 0,
+            resource_matches: false,
+            remote: None,
         }
     }
 
-    fn names(v: Vec<&SessionRecord>) -> Vec<&str> {
-        v.into_iter().map(|r| r.resource.as_str()).collect()
+    fn sids(v: Vec<&Hop>) -> Vec<u64> {
+        v.into_iter().map(|h| h.sid).collect()
     }
 
     #[test]
     fn bare_jid_messages_go_to_the_highest_non_negative_priority() {
         let s = [
-            rec("a", Some(1)),
-            rec("b", Some(5)),
-            rec("c", Some(5)),
-            rec("d", None),
+            hop(1, Some(1)),
+            hop(2, Some(5)),
+            hop(3, Some(5)),
+            hop(4, None),
         ];
-        assert_eq!(names(best_resources(&s)), ["b", "c"]);
+        assert_eq!(sids(best_resources(&s)), [2, 3]);
     }
 
     #[test]
     fn negative_priority_and_unavailable_resources_get_nothing() {
-        let s = [rec("a", Some(-1)), rec("b", None)];
+        let s = [hop(1, Some(-1)), hop(2, None)];
         assert!(best_resources(&s).is_empty());
-        let s = [rec("a", Some(-1)), rec("b", Some(0))];
-        assert_eq!(names(best_resources(&s)), ["b"]);
+        let s = [hop(1, Some(-1)), hop(2, Some(0))];
+        assert_eq!(sids(best_resources(&s)), [2]);
     }
 
     #[test]

@@ -401,6 +401,25 @@ impl SessionManager {
         user_sessions(&self.inner.table, host, user)
     }
 
+    /// The sessions of `user@host` as the router sees them
+    /// ([`SessionManager::sessions_of`] without copies of local records),
+    /// each marked whether its resource is `resource`.
+    pub(crate) fn hops_of(&self, host: &str, user: &str, resource: Option<&str>) -> Vec<Hop> {
+        let node = self.node();
+        self.inner
+            .table
+            .range_map_while(Bound::Included(user_key(host, user)), |r| {
+                (r.host == host && r.user == user).then(|| Hop {
+                    sid: r.sid,
+                    priority: r.priority,
+                    started_ms: r.started_ms,
+                    resource_matches: resource == Some(r.resource.as_str()),
+                    remote: (r.node != node).then(|| r.clone()),
+                })
+            })
+            .unwrap_or_default()
+    }
+
     /// The local session with id `sid`.
     pub fn local(&self, sid: u64) -> Option<LocalSession> {
         self.inner.local.get(&sid).map(|s| s.value().clone())
@@ -442,20 +461,39 @@ impl SessionManager {
     }
 }
 
+/// One session of a user as the router needs it: a session of this node
+/// costs no copy of its record's strings.
+#[derive(Debug, Clone)]
+pub(crate) struct Hop {
+    pub(crate) sid: u64,
+    pub(crate) priority: Option<i8>,
+    pub(crate) started_ms: u64,
+    /// Whether its resource is the one asked for.
+    pub(crate) resource_matches: bool,
+    /// The record of a session of another node; `None` for this node's.
+    pub(crate) remote: Option<SessionRecord>,
+}
+
 /// Every session of `user@host` in `table`: the keys from
 /// `(host, user, "", 0)` on, while they are the user's. It runs for every
 /// stanza routed to an account.
 fn user_sessions(table: &Table<SessionRecord>, host: &str, user: &str) -> Vec<SessionRecord> {
-    let lo = (
+    table
+        .range_while(Bound::Included(user_key(host, user)), |r| {
+            r.host == host && r.user == user
+        })
+        .unwrap_or_default()
+}
+
+/// The lowest key a session of `user@host` can have.
+fn user_key(host: &str, user: &str) -> <SessionRecord as Record>::Key {
+    (
         user_bucket(host, user),
         host.to_owned(),
         user.to_owned(),
         String::new(),
         0,
-    );
-    table
-        .range_while(Bound::Included(lo), |r| r.host == host && r.user == user)
-        .unwrap_or_default()
+    )
 }
 
 /// A shard of the session manager: the single writer of its users'

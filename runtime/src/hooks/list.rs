@@ -7,10 +7,9 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use futures::future::BoxFuture;
 use ractor::{ActorCell, ActorRef, ActorStatus, Message};
 
-use super::types::{Flow, HookCall, SubscriptionId};
+use super::types::{Answer, HookCall, SubscriptionId};
 
 /// Key of a hook point in the registry: its name plus the hash computed at
 /// compile time by [`HookPoint::new`](super::HookPoint::new).
@@ -100,9 +99,9 @@ where
     }
 }
 
-/// A closure subscriber, with its future boxed (closures are the cheaper
-/// path anyway: no actor hop).
-pub(super) type BoxedFn<A, R> = Box<dyn Fn(A, R) -> BoxFuture<'static, Flow<R>> + Send + Sync>;
+/// A closure subscriber: its answer at once or a boxed future of it
+/// (closures are the cheaper path anyway: no actor hop).
+pub(super) type BoxedFn<A, R> = Box<dyn Fn(A, R) -> Answer<R> + Send + Sync>;
 
 pub(super) enum Target<A, R> {
     Actor(Box<dyn ActorSink<A, R>>),

@@ -51,7 +51,7 @@ use futures::FutureExt;
 use ractor::{ActorCell, ActorId, ActorRef, ActorStatus, Message};
 
 pub use types::{
-    Flow, HookCall, HookError, HookPoint, HookStats, HooksConfig, Scope, SubscriptionId,
+    Answer, Flow, HookCall, HookError, HookPoint, HookStats, HooksConfig, Scope, SubscriptionId,
 };
 
 use cache::PointMap;
@@ -217,8 +217,30 @@ impl Hooks {
         F: Fn(A, R) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Flow<R>> + Send + 'static,
     {
-        let boxed: list::BoxedFn<A, R> = Box::new(move |arg, acc| f(arg, acc).boxed());
-        self.insert(point, scope, priority, owner, Target::Func(boxed))
+        self.subscribe_answer(point, scope, priority, owner, move |arg, acc| {
+            Answer::Later(f(arg, acc).boxed())
+        })
+    }
+
+    /// As [`Hooks::subscribe_fn`], for a closure that usually answers at
+    /// once: it returns [`Answer::Now`] then, and [`Answer::Later`] with a
+    /// future only when it has to wait. No future is boxed on the first
+    /// path, which makes it the cheapest subscriber of a hot point (one
+    /// that runs for every stanza).
+    pub fn subscribe_answer<A, R, F>(
+        &self,
+        point: &HookPoint<A, R>,
+        scope: Scope<'_>,
+        priority: i32,
+        owner: Option<ActorCell>,
+        f: F,
+    ) -> Result<SubscriptionId, HookError>
+    where
+        A: Clone + Send + 'static,
+        R: Clone + Send + 'static,
+        F: Fn(A, R) -> Answer<R> + Send + Sync + 'static,
+    {
+        self.insert(point, scope, priority, owner, Target::Func(Box::new(f)))
     }
 
     fn insert<A, R>(
@@ -512,7 +534,10 @@ impl Hooks {
                 if !sink.send(call) {
                     return Err(Failure::Gone);
                 }
-                match tokio::time::timeout(timeout, &mut rx).await {
+                // Boxed here and below: the timer makes these waits large,
+                // and a run whose subscribers answer at once (the usual
+                // case) should not carry that size in its future.
+                match Box::pin(tokio::time::timeout(timeout, &mut rx)).await {
                     Ok(Ok(flow)) => Ok(flow),
                     Ok(Err(_dropped)) => Err(Failure::Dropped),
                     Err(_elapsed) => {
@@ -525,8 +550,10 @@ impl Hooks {
             }
             Target::Func(f) => {
                 // Catch a panic both in the call and in the future it returns.
-                let Ok(future) = std::panic::catch_unwind(AssertUnwindSafe(|| f(arg, acc))) else {
-                    return Err(Failure::Panicked);
+                let future = match std::panic::catch_unwind(AssertUnwindSafe(|| f(arg, acc))) {
+                    Ok(Answer::Now(flow)) => return Ok(flow),
+                    Ok(Answer::Later(future)) => future,
+                    Err(_panic) => return Err(Failure::Panicked),
                 };
                 let mut call = AssertUnwindSafe(future).catch_unwind();
                 // Most subscribers answer without waiting: those need no
@@ -535,7 +562,7 @@ impl Hooks {
                 if let std::task::Poll::Ready(done) = futures::poll!(&mut call) {
                     return done.map_err(|_panic| Failure::Panicked);
                 }
-                match tokio::time::timeout(timeout, call).await {
+                match Box::pin(tokio::time::timeout(timeout, call)).await {
                     Ok(Ok(flow)) => Ok(flow),
                     Ok(Err(_panic)) => Err(Failure::Panicked),
                     Err(_elapsed) => Err(Failure::TimedOut),

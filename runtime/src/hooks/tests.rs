@@ -575,6 +575,78 @@ async fn panicking_or_slow_closure_is_skipped() {
 }
 
 #[tokio::test]
+async fn answer_closures_answer_now_or_later_in_order() {
+    let hooks = short_timeout();
+    // Odd arguments are answered at once, even ones after a wait.
+    for (priority, tag) in [(0, "a"), (1, "b")] {
+        hooks
+            .subscribe_answer(
+                &TAGS,
+                Scope::Global,
+                priority,
+                None,
+                move |arg, mut acc: Vec<String>| {
+                    if arg % 2 == 1 {
+                        acc.push(format!("{tag}:now"));
+                        return Answer::Now(Flow::Continue(acc));
+                    }
+                    Answer::later(async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        acc.push(format!("{tag}:later"));
+                        Flow::Continue(acc)
+                    })
+                },
+            )
+            .unwrap();
+    }
+    let out = hooks.run_fold(&TAGS, Scope::Global, Vec::new(), 1).await;
+    assert_eq!(out, tags(&["a:now", "b:now"]));
+    let out = hooks.run_fold(&TAGS, Scope::Global, Vec::new(), 2).await;
+    assert_eq!(out, tags(&["a:later", "b:later"]));
+    // A stop answered at once ends the run.
+    hooks
+        .subscribe_answer(&TAGS, Scope::Global, -1, None, |_, acc: Vec<String>| {
+            Answer::Now(Flow::Stop(acc))
+        })
+        .unwrap();
+    assert!(
+        hooks
+            .run_fold(&TAGS, Scope::Global, Vec::new(), 1)
+            .await
+            .is_empty()
+    );
+    assert_eq!(hooks.stats().skipped, 0);
+}
+
+#[tokio::test]
+async fn answer_closure_panicking_or_hanging_is_skipped() {
+    let hooks = short_timeout();
+    hooks
+        .subscribe_answer(&TAGS, Scope::Global, 0, None, |_, _acc: Vec<String>| {
+            panic!("answer subscriber panics on purpose")
+        })
+        .unwrap();
+    hooks
+        .subscribe_answer(&TAGS, Scope::Global, 1, None, |_, acc: Vec<String>| {
+            Answer::later(async move {
+                std::future::pending::<()>().await;
+                Flow::Continue(acc)
+            })
+        })
+        .unwrap();
+    hooks
+        .subscribe_answer(&TAGS, Scope::Global, 2, None, |_, mut acc: Vec<String>| {
+            acc.push("last".into());
+            Answer::Now(Flow::Continue(acc))
+        })
+        .unwrap();
+    let out = hooks.run_fold(&TAGS, Scope::Global, Vec::new(), 0).await;
+    assert_eq!(out, tags(&["last"]));
+    let stats = hooks.stats();
+    assert_eq!((stats.skipped, stats.failed, stats.timed_out), (2, 1, 1));
+}
+
+#[tokio::test]
 async fn closure_owned_by_a_stopped_actor_is_pruned() {
     let hooks = Hooks::new();
     let (owner, handle) = spawn("owner", Behavior::Pass).await;

@@ -150,6 +150,38 @@ impl<R> Flow<R> {
     }
 }
 
+/// What a [`Hooks::subscribe_answer`](super::Hooks::subscribe_answer)
+/// subscriber returns: its answer at once, or a future of it when it has
+/// to wait. A subscriber that usually has nothing to do (most stanzas
+/// concern it not at all) answers [`Answer::Now`] on that path and costs
+/// no allocation.
+#[must_use]
+pub enum Answer<R> {
+    /// The answer, with nothing to wait for.
+    Now(Flow<R>),
+    /// The answer once this future is done (subject to the call timeout).
+    Later(futures::future::BoxFuture<'static, Flow<R>>),
+}
+
+impl<R> Answer<R> {
+    /// [`Answer::Later`] of `future`, boxed.
+    pub fn later(future: impl std::future::Future<Output = Flow<R>> + Send + 'static) -> Self {
+        Answer::Later(Box::pin(future))
+    }
+}
+
+impl<R> std::fmt::Debug for Answer<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Now(flow) => f
+                .debug_tuple("Now")
+                .field(&if flow.is_stop() { "stop" } else { "continue" })
+                .finish(),
+            Answer::Later(_) => f.write_str("Later(..)"),
+        }
+    }
+}
+
 /// What a subscriber actor receives for one run of a hook point.
 ///
 /// The subscriber answers through `reply`, once, with [`Flow::Continue`] and

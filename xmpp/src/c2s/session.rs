@@ -56,7 +56,7 @@ struct Bound {
     jid: FullJid,
     bare: BareJid,
     sid: u64,
-    info: SessionInfo,
+    info: Arc<SessionInfo>,
 }
 
 /// State of a session actor.
@@ -190,10 +190,10 @@ impl C2sState {
                 .await;
             return Ok(());
         }
-        let info = SessionInfo {
+        let info = Arc::new(SessionInfo {
             jid: jid.clone(),
             ip: self.peer.addr.map(|a| a.ip()),
-        };
+        });
         if let Some(t) = self.bind_timer.take() {
             t.abort();
         }
@@ -240,15 +240,17 @@ impl C2sState {
             ));
         }
         let is_iq = el.name() == "iq";
-        let iq_type = el.attr("type").map(str::to_owned);
+        // Copied out as flags: `el` is changed below.
+        let iq_type = el.attr("type");
+        let is_set = is_iq && iq_type == Some("set");
         if is_iq {
-            let valid_type = matches!(iq_type.as_deref(), Some("get" | "set" | "result" | "error"));
-            let request = matches!(iq_type.as_deref(), Some("get" | "set"));
+            let valid_type = matches!(iq_type, Some("get" | "set" | "result" | "error"));
+            let request = matches!(iq_type, Some("get" | "set"));
             let children = el.children().count();
             if el.attr("id").is_none()
                 || !valid_type
                 || (request && children != 1)
-                || (iq_type.as_deref() == Some("result") && children > 1)
+                || (iq_type == Some("result") && children > 1)
             {
                 if self.bound.is_none() && self.account.is_none() {
                     return Err(StreamErrorCondition::NotAuthorized.into());
@@ -263,15 +265,15 @@ impl C2sState {
             }
         }
         if self.bound.is_none() {
-            if is_iq && iq_type.as_deref() == Some("set") && el.has_child("bind", ns::BIND) {
-                return self.bind(myself, &el).await;
+            if is_set && el.has_child("bind", ns::BIND) {
+                return Box::pin(self.bind(myself, &el)).await;
             }
             return Err(Self::stream_error(
                 StreamErrorCondition::NotAuthorized,
                 "bind a resource first",
             ));
         }
-        if is_iq && iq_type.as_deref() == Some("set") && el.has_child("session", ns::SESSION) {
+        if is_set && el.has_child("session", ns::SESSION) {
             // RFC 3921's session establishment: nothing left to do.
             let reply = Element::builder("iq", ns::JABBER_CLIENT)
                 .attr("type", "result")
@@ -282,7 +284,7 @@ impl C2sState {
             }
             return Ok(());
         }
-        if is_iq && iq_type.as_deref() == Some("set") && el.has_child("bind", ns::BIND) {
+        if is_set && el.has_child("bind", ns::BIND) {
             // A second bind on one stream is not allowed (RFC 6120 §7.7).
             self.reply_error(&el, StanzaErrorCondition::NotAllowed)
                 .await;
@@ -316,7 +318,7 @@ impl C2sState {
             Some(Ok(_)) => {}
             None => {
                 if el.name() == "presence" {
-                    self.own_presence(el).await;
+                    Box::pin(self.own_presence(el)).await;
                     return Ok(());
                 }
                 // RFC 6120 §10.3: no `to` means the account itself.
@@ -324,11 +326,15 @@ impl C2sState {
             }
         }
         let info = bound.info.clone();
-        let host = bound.jid.domain().to_string();
         let Some(el) = self
             .ctx
             .hooks
-            .run_fold(&USER_SEND_PACKET, Scope::Host(&host), Some(el), info)
+            .run_fold(
+                &USER_SEND_PACKET,
+                Scope::Host(info.jid.domain().as_str()),
+                Some(el),
+                info.clone(),
+            )
             .await
         else {
             return Ok(());
@@ -481,12 +487,16 @@ impl C2sState {
     /// goes out in one write. False if the connection failed.
     async fn deliver(&mut self, el: Element, more: bool) -> bool {
         if let Some(b) = &self.bound {
-            let host = b.jid.domain().to_string();
             let info = b.info.clone();
             if let Some(el) = self
                 .ctx
                 .hooks
-                .run_fold(&USER_RECEIVE_PACKET, Scope::Host(&host), Some(el), info)
+                .run_fold(
+                    &USER_RECEIVE_PACKET,
+                    Scope::Host(info.jid.domain().as_str()),
+                    Some(el),
+                    info.clone(),
+                )
                 .await
             {
                 el.write_in_stream(ns::JABBER_CLIENT, &mut self.out);
@@ -496,6 +506,34 @@ impl C2sState {
             return true;
         }
         self.write_bytes().await
+    }
+
+    /// A stanza from the client.
+    async fn on_client(&mut self, myself: ActorRef<C2sMsg>, el: Element) {
+        if let Err(e) = self.client_element(&myself, el).await {
+            // Boxed: rare, and large.
+            Box::pin(async {
+                self.close(Some(e)).await;
+                self.finish(&myself).await;
+            })
+            .await;
+        }
+    }
+
+    /// A stanza routed to this session.
+    async fn on_route(&mut self, myself: ActorRef<C2sMsg>, el: Element) {
+        // Routed stanzas still in the mailbox after this one: the router
+        // counts them before it casts.
+        let more = self.queued.fetch_sub(1, Ordering::AcqRel) > 1;
+        if self.closed {
+            // Queued before this session left the table: routed again, to
+            // another resource, offline storage or a bounce (ejabberd's
+            // bounce_message_queue).
+            Box::pin(self.ctx.router.route(el)).await;
+        } else if !self.deliver(el, more).await {
+            self.closed = true;
+            Box::pin(self.finish(&myself)).await;
+        }
     }
 
     /// One message of the session's mailbox.
@@ -530,12 +568,7 @@ impl C2sState {
                     self.finish(&myself).await;
                 }
             }
-            C2sMsg::FromClient(el) => {
-                if let Err(e) = self.client_element(&myself, el).await {
-                    self.close(Some(e)).await;
-                    self.finish(&myself).await;
-                }
-            }
+            C2sMsg::FromClient(el) => self.on_client(myself, el).await,
             C2sMsg::ClientClosed => {
                 self.close(None).await;
                 self.finish(&myself).await;
@@ -549,20 +582,7 @@ impl C2sState {
                 self.stop_negotiation = None;
                 self.finish(&myself).await;
             }
-            C2sMsg::Route(el) => {
-                // Routed stanzas still in the mailbox after this one: the
-                // router counts them before it casts.
-                let more = self.queued.fetch_sub(1, Ordering::AcqRel) > 1;
-                if self.closed {
-                    // Queued before this session left the table: routed
-                    // again, to another resource, offline storage or a
-                    // bounce (ejabberd's bounce_message_queue).
-                    self.ctx.router.route(el).await;
-                } else if !self.deliver(el, more).await {
-                    self.closed = true;
-                    self.finish(&myself).await;
-                }
-            }
+            C2sMsg::Route(el) => self.on_route(myself, el).await,
             C2sMsg::Finish => myself.stop(None),
             C2sMsg::Kick { condition, text } => {
                 let mut e = StreamError::new(condition);
@@ -650,8 +670,15 @@ impl Actor for C2sSession {
         state: &mut C2sState,
     ) -> Result<(), ActorProcessingErr> {
         // Boxed: the handler's state machine is large, and an unboxed one
-        // would be part of every idle session's actor task.
-        Box::pin(state.on_message(myself, msg)).await;
+        // would be part of every idle session's actor task. The two
+        // messages of every stanza get boxes of their own, smaller size,
+        // which the allocator serves from its per-thread cache (the whole
+        // handler's would not fit it).
+        match msg {
+            C2sMsg::Route(el) => Box::pin(state.on_route(myself, el)).await,
+            C2sMsg::FromClient(el) => Box::pin(state.on_client(myself, el)).await,
+            msg => Box::pin(state.on_message(myself, msg)).await,
+        }
         Ok(())
     }
 

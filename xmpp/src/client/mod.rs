@@ -59,7 +59,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use raw::{RawConnection, Transport, client_limits};
-pub use tls::{TrustMode, tls_client_config};
+pub use tls::{TrustMode, tls_client_config, tls_client_config_classical};
 
 use crate::jid::{BareJid, FullJid};
 use crate::ns;

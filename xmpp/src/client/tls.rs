@@ -81,7 +81,32 @@ pub fn tls_client_config(
     trust: &TrustMode,
     mode: TlsMode,
 ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    let provider = provider();
+    config_with(provider(), trust, mode)
+}
+
+/// As [`tls_client_config`], but offering only classical key exchanges
+/// (X25519, P-256, P-384) and not the post-quantum hybrid X25519MLKEM768
+/// that rustls offers first: for a client that must make every server do
+/// the same handshake, such as a load generator comparing a server with
+/// ML-KEM against one without.
+pub fn tls_client_config_classical(
+    trust: &TrustMode,
+    mode: TlsMode,
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.kx_groups = vec![
+        rustls::crypto::aws_lc_rs::kx_group::X25519,
+        rustls::crypto::aws_lc_rs::kx_group::SECP256R1,
+        rustls::crypto::aws_lc_rs::kx_group::SECP384R1,
+    ];
+    config_with(Arc::new(p), trust, mode)
+}
+
+fn config_with(
+    provider: Arc<CryptoProvider>,
+    trust: &TrustMode,
+    mode: TlsMode,
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| ClientError::Config(format!("TLS versions: {e}")))?;
@@ -206,5 +231,28 @@ impl ServerCertVerifier for Lenient {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(c: &rustls::ClientConfig) -> Vec<rustls::NamedGroup> {
+        c.crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect()
+    }
+
+    #[test]
+    fn classical_config_offers_no_ml_kem() {
+        let trust = TrustMode::AcceptAnyForTests;
+        let default = tls_client_config(&trust, TlsMode::StartTls).unwrap();
+        let classical = tls_client_config_classical(&trust, TlsMode::StartTls).unwrap();
+        assert_eq!(groups(&default)[0], rustls::NamedGroup::X25519MLKEM768);
+        assert_eq!(groups(&classical)[0], rustls::NamedGroup::X25519);
+        assert!(!groups(&classical).contains(&rustls::NamedGroup::X25519MLKEM768));
     }
 }

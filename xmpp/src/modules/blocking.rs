@@ -54,7 +54,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use beamline_runtime::hooks::{Flow, Scope};
+use beamline_runtime::hooks::{Answer, Flow, Scope};
 use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 use dashmap::DashMap;
@@ -137,6 +137,17 @@ impl State {
                 .clone();
         }
         list
+    }
+
+    /// Whether `user`'s list blocks `jid`, if the list is cached; `None`
+    /// when it must be read (see [`State::blocks`]). The hooks' path for
+    /// every stanza, which must not allocate a future.
+    fn blocks_now(&self, user: &str, jid: &str) -> Option<bool> {
+        let list = self.cache.get(user)?;
+        if list.is_empty() {
+            return Some(false);
+        }
+        Some(crate::jid::parse(jid).is_ok_and(|j| matches(&list, &j)))
     }
 
     /// Whether `user`'s list blocks `jid` (a JID string, unparsed).
@@ -241,21 +252,28 @@ fn subscribe(
 
     // Outbound, sent by the client: refused with <blocked/>.
     let st = Arc::new(state.clone());
-    hooks.subscribe_fn(
+    hooks.subscribe_answer(
         &USER_SEND_PACKET,
         scope,
         PRIORITY,
         Some(cell.clone()),
-        move |info: SessionInfo, acc: Option<Element>| {
+        move |info: Arc<SessionInfo>, acc: Option<Element>| {
+            let Some(el) = acc else {
+                return Answer::Now(Flow::Continue(None));
+            };
+            let Some(to) = el.attr("to") else {
+                return Answer::Now(Flow::Continue(Some(el)));
+            };
+            let user = info.jid.node().map(|n| n.as_str()).unwrap_or_default();
+            if st.blocks_now(user, to) == Some(false) {
+                return Answer::Now(Flow::Continue(Some(el)));
+            }
             let st = st.clone();
-            async move {
-                let Some(el) = acc else {
-                    return Flow::Continue(None);
-                };
+            Answer::later(async move {
+                let user = info.jid.node().map(|n| n.to_string()).unwrap_or_default();
                 let Some(to) = el.attr("to") else {
                     return Flow::Continue(Some(el));
                 };
-                let user = info.jid.node().map(|n| n.to_string()).unwrap_or_default();
                 if !st.blocks(&user, to, true).await {
                     return Flow::Continue(Some(el));
                 }
@@ -267,26 +285,26 @@ fn subscribe(
                     st.services.router.route(reply).await;
                 }
                 Flow::Stop(None)
-            }
+            })
         },
     )?;
 
     // Outbound presence sent on the user's behalf: dropped silently.
     let st = Arc::new(state.clone());
-    hooks.subscribe_fn(
+    hooks.subscribe_answer(
         &FILTER_PACKET,
         Scope::Global,
         50,
         Some(cell.clone()),
         move |(), acc: Option<Element>| {
+            let Some(el) = acc else {
+                return Answer::Now(Flow::Continue(None));
+            };
+            if el.name() != "presence" {
+                return Answer::Now(Flow::Continue(Some(el)));
+            }
             let st = st.clone();
-            async move {
-                let Some(el) = acc else {
-                    return Flow::Continue(None);
-                };
-                if el.name() != "presence" {
-                    return Flow::Continue(Some(el));
-                }
+            Answer::later(async move {
                 let (Some(from), Some(to)) = (el.attr("from"), el.attr("to")) else {
                     return Flow::Continue(Some(el));
                 };
@@ -301,7 +319,7 @@ fn subscribe(
                     return Flow::Stop(None);
                 }
                 Flow::Continue(Some(el))
-            }
+            })
         },
     )?;
 
@@ -347,29 +365,36 @@ fn subscribe(
 
     // Inbound, reaching a session.
     let st = Arc::new(state.clone());
-    hooks.subscribe_fn(
+    hooks.subscribe_answer(
         &USER_RECEIVE_PACKET,
         scope,
         PRIORITY,
         Some(cell.clone()),
-        move |info: SessionInfo, acc: Option<Element>| {
+        move |info: Arc<SessionInfo>, acc: Option<Element>| {
+            let Some(el) = acc else {
+                return Answer::Now(Flow::Continue(None));
+            };
+            let Some(from) = el.attr("from") else {
+                return Answer::Now(Flow::Continue(Some(el)));
+            };
+            let user = info.jid.node().map(|n| n.as_str()).unwrap_or_default();
+            if is_list_push(&el, user, &st.host) {
+                // The list changed, maybe through another node.
+                st.epoch.fetch_add(1, Ordering::AcqRel);
+                st.cache.remove(user);
+                return Answer::Now(Flow::Continue(Some(el)));
+            }
+            // The list first: it is usually empty, and the other checks
+            // parse JIDs.
+            if st.blocks_now(user, from) == Some(false) {
+                return Answer::Now(Flow::Continue(Some(el)));
+            }
             let st = st.clone();
-            async move {
-                let Some(el) = acc else {
-                    return Flow::Continue(None);
-                };
+            Answer::later(async move {
+                let user = info.jid.node().map(|n| n.to_string()).unwrap_or_default();
                 let Some(from) = el.attr("from") else {
                     return Flow::Continue(Some(el));
                 };
-                let user = info.jid.node().map(|n| n.to_string()).unwrap_or_default();
-                if is_list_push(&el, &user, &st.host) {
-                    // The list changed, maybe through another node.
-                    st.epoch.fetch_add(1, Ordering::AcqRel);
-                    st.cache.remove(&user);
-                    return Flow::Continue(Some(el));
-                }
-                // The list first: it is usually empty, and the other
-                // checks parse JIDs.
                 if !st.blocks(&user, from, true).await
                     || is_self(from, &user, &st.host)
                     || is_blocked_error(&el)
@@ -394,7 +419,7 @@ fn subscribe(
                     }
                 }
                 Flow::Stop(None)
-            }
+            })
         },
     )?;
 
@@ -405,7 +430,7 @@ fn subscribe(
         scope,
         PRIORITY,
         Some(cell.clone()),
-        move |info: SessionInfo, ()| {
+        move |info: Arc<SessionInfo>, ()| {
             let st = st.clone();
             async move {
                 let here = st.services.sm.node();

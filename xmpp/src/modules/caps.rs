@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use beamline_runtime::hooks::{Flow, Scope};
+use beamline_runtime::hooks::{Answer, Flow, Scope};
 use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 use dashmap::DashMap;
@@ -301,12 +301,12 @@ impl Module for Mod {
                 let hooks = services.hooks.clone();
                 let scope_host = host.clone();
                 hooks
-                    .subscribe_fn(
+                    .subscribe_answer(
                         &USER_SEND_PACKET,
                         Scope::Host(&scope_host),
                         50,
                         Some(cell),
-                        move |info: SessionInfo, acc: Option<Element>| {
+                        move |info: Arc<SessionInfo>, acc: Option<Element>| {
                             if let Some(st) = &acc {
                                 let own_available = st.name() == "presence"
                                     && st.attr("to").is_none()
@@ -325,7 +325,7 @@ impl Module for Mod {
                                     ));
                                 }
                             }
-                            async move { Flow::Continue(acc) }
+                            Answer::Now(Flow::Continue(acc))
                         },
                     )
                     .map(|_| ())

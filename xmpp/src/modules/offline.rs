@@ -33,7 +33,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use beamline_runtime::hooks::{Flow, Scope};
+use beamline_runtime::hooks::{Answer, Flow, Scope};
 use beamline_storage::backend::BackendError;
 use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
@@ -102,20 +102,20 @@ impl Module for Mod {
                 // An `Arc`: the closure runs for every stanza a client sends.
                 let s = Arc::new(services.clone());
                 hooks
-                    .subscribe_fn(
+                    .subscribe_answer(
                         &USER_SEND_PACKET,
                         Scope::Host(&host),
                         PRIORITY,
                         Some(cell.clone()),
-                        move |info: SessionInfo, acc: Option<Element>| {
-                            let deliver = acc.as_ref().is_some_and(available_presence);
-                            let s = s.clone();
-                            async move {
-                                if deliver {
-                                    deliver_to(&s, &info).await;
-                                }
-                                Flow::Continue(acc)
+                        move |info: Arc<SessionInfo>, acc: Option<Element>| {
+                            if !acc.as_ref().is_some_and(available_presence) {
+                                return Answer::Now(Flow::Continue(acc));
                             }
+                            let s = s.clone();
+                            Answer::later(async move {
+                                deliver_to(&s, &info).await;
+                                Flow::Continue(acc)
+                            })
                         },
                     )
                     .map_err(|e| e.to_string())?;

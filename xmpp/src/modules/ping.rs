@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use beamline_runtime::hooks::{Flow, Scope};
+use beamline_runtime::hooks::{Answer, Flow, Scope};
 use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 use dashmap::DashMap;
@@ -153,18 +153,18 @@ impl Pinger {
         let scope = Scope::Host(&self.host);
         let p = self.clone();
         hooks
-            .subscribe_fn(
+            .subscribe_answer(
                 &USER_SEND_PACKET,
                 scope,
                 // Early, so that a later subscriber dropping the stanza
                 // does not hide the client's activity.
                 10,
                 Some(cell.clone()),
-                move |info: SessionInfo, acc: Option<Element>| {
+                move |info: Arc<SessionInfo>, acc: Option<Element>| {
                     if let Some(st) = &acc {
                         p.touch(&info.jid, st);
                     }
-                    async move { Flow::Continue(acc) }
+                    Answer::Now(Flow::Continue(acc))
                 },
             )
             .map_err(|e| e.to_string())?;
@@ -175,9 +175,9 @@ impl Pinger {
                 scope,
                 50,
                 Some(cell.clone()),
-                move |info: SessionInfo, acc: ()| {
+                move |info: Arc<SessionInfo>, acc: ()| {
                     p.sessions.insert(
-                        info.jid,
+                        info.jid.clone(),
                         Track {
                             last: Instant::now(),
                             pending: None,
@@ -194,7 +194,7 @@ impl Pinger {
                 scope,
                 50,
                 Some(cell.clone()),
-                move |info: SessionInfo, acc: ()| {
+                move |info: Arc<SessionInfo>, acc: ()| {
                     p.sessions.remove(&info.jid);
                     async move { Flow::Continue(acc) }
                 },

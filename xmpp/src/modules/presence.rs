@@ -51,7 +51,7 @@
 
 use std::sync::Arc;
 
-use beamline_runtime::hooks::{Flow, Scope};
+use beamline_runtime::hooks::{Answer, Flow, Scope};
 use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 
@@ -544,20 +544,20 @@ impl Module for Mod {
             // An `Arc`: the closure runs for every stanza a client sends.
             let s = Arc::new(services.clone());
             hooks
-                .subscribe_fn(
+                .subscribe_answer(
                     &USER_SEND_PACKET,
                     scope,
                     80,
                     Some(cell.clone()),
-                    move |info: SessionInfo, acc: Option<Element>| {
+                    move |info: Arc<SessionInfo>, acc: Option<Element>| {
+                        let Some(el) = acc else {
+                            return Answer::Now(Flow::Continue(None));
+                        };
+                        if el.name() != "presence" {
+                            return Answer::Now(Flow::Continue(Some(el)));
+                        }
                         let s = s.clone();
-                        async move {
-                            let Some(el) = acc else {
-                                return Flow::Continue(None);
-                            };
-                            if el.name() != "presence" {
-                                return Flow::Continue(Some(el));
-                            }
+                        Answer::later(async move {
                             let kind = el.attr("type").and_then(SubKind::parse);
                             match (el.attr("to").is_some(), kind, el.attr("type")) {
                                 (true, Some(kind), _) => {
@@ -570,7 +570,7 @@ impl Module for Mod {
                                 }
                                 _ => Flow::Continue(Some(el)),
                             }
-                        }
+                        })
                     },
                 )
                 .map_err(|e| e.to_string())?;
@@ -581,7 +581,7 @@ impl Module for Mod {
                     scope,
                     50,
                     Some(cell.clone()),
-                    move |info: SessionInfo, acc: ()| {
+                    move |info: Arc<SessionInfo>, acc: ()| {
                         let s = s.clone();
                         async move {
                             initial_presence(&s, &info).await;

@@ -33,7 +33,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
 
-use beamline_runtime::hooks::{Flow, Scope};
+use beamline_runtime::hooks::{Answer, Flow, Scope};
 use beamline_supervision::ChildSpec;
 use beamline_supervision::module::{Module, ModuleContext, ModuleOptions};
 use dashmap::DashMap;
@@ -716,22 +716,20 @@ impl Module for Mod {
             }
             let s = services.clone();
             hooks
-                .subscribe_fn(
+                .subscribe_answer(
                     &USER_RECEIVE_PACKET,
                     scope,
                     50,
                     Some(cell.clone()),
-                    move |info: SessionInfo, acc: Option<Element>| {
+                    move |info: Arc<SessionInfo>, acc: Option<Element>| {
                         let unwanted = acc
                             .as_ref()
                             .is_some_and(|st| is_unwanted_push(&s, &info.jid, st));
-                        async move {
-                            if unwanted {
-                                Flow::Stop(None)
-                            } else {
-                                Flow::Continue(acc)
-                            }
-                        }
+                        Answer::Now(if unwanted {
+                            Flow::Stop(None)
+                        } else {
+                            Flow::Continue(acc)
+                        })
                     },
                 )
                 .map_err(|e| e.to_string())?;
@@ -742,7 +740,7 @@ impl Module for Mod {
                     scope,
                     50,
                     Some(cell.clone()),
-                    move |info: SessionInfo, acc: ()| {
+                    move |info: Arc<SessionInfo>, acc: ()| {
                         let s = s.clone();
                         async move {
                             let key = interest_key(&s, &info.jid.to_string());

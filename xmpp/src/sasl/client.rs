@@ -246,6 +246,110 @@ impl ScramCache {
     }
 }
 
+/// Why [`ScramCache::load`] refused its input.
+#[derive(Debug, thiserror::Error)]
+pub enum ScramCacheError {
+    /// Reading failed.
+    #[error("reading the cache: {0}")]
+    Io(#[from] std::io::Error),
+    /// A line is not one that [`ScramCache::save`] writes.
+    #[error("line {line}: {what}")]
+    Malformed {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+}
+
+fn hash_name(hash: ScramHash) -> &'static str {
+    match hash {
+        ScramHash::Sha1 => "sha1",
+        ScramHash::Sha256 => "sha256",
+        ScramHash::Sha512 => "sha512",
+    }
+}
+
+impl ScramCache {
+    /// Writes every entry, one line each (hash, iteration count, then
+    /// salt, password digest and salted password in base64), so that a
+    /// later process can [`load`](ScramCache::load) them: a client that
+    /// logs in again skips PBKDF2, as real clients that keep the salted
+    /// password do. What is written is as good as the passwords for these
+    /// salts: keep the file private.
+    pub fn save(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let entries: Vec<(CacheKey, SaltedPassword)> = match self.inner.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        for (k, v) in entries {
+            writeln!(
+                out,
+                "{} {} {} {} {}",
+                hash_name(k.hash),
+                k.iterations,
+                B64.encode(&k.salt),
+                B64.encode(k.password),
+                B64.encode(&v.key.0)
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Adds the entries written by [`save`](ScramCache::save); returns how
+    /// many lines were read. Nothing is added if a line is malformed.
+    pub fn load(&self, input: impl std::io::BufRead) -> Result<usize, ScramCacheError> {
+        let mut read = Vec::new();
+        for (i, line) in input.lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |what| ScramCacheError::Malformed { line: i + 1, what };
+            let f: Vec<&str> = line.split(' ').collect();
+            let [hash, iterations, salt, password, key] = f[..] else {
+                return Err(bad("expected 5 fields"));
+            };
+            let hash = match hash {
+                "sha1" => ScramHash::Sha1,
+                "sha256" => ScramHash::Sha256,
+                "sha512" => ScramHash::Sha512,
+                _ => return Err(bad("unknown hash")),
+            };
+            let iterations: u32 = iterations.parse().map_err(|_| bad("bad iteration count"))?;
+            let salt = B64.decode(salt).map_err(|_| bad("bad salt"))?;
+            let password: [u8; 32] = B64
+                .decode(password)
+                .ok()
+                .and_then(|p| p.try_into().ok())
+                .ok_or_else(|| bad("bad password digest"))?;
+            let key = B64.decode(key).map_err(|_| bad("bad salted password"))?;
+            if key.len() != out_len(hash) {
+                return Err(bad("salted password of the wrong length"));
+            }
+            read.push((
+                CacheKey {
+                    hash,
+                    salt: salt.clone(),
+                    iterations,
+                    password,
+                },
+                SaltedPassword {
+                    hash,
+                    salt,
+                    iterations,
+                    key: Secret(key),
+                },
+            ));
+        }
+        let n = read.len();
+        if let Ok(mut m) = self.inner.lock() {
+            m.extend(read);
+        }
+        Ok(n)
+    }
+}
+
 impl fmt::Debug for ScramCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScramCache")
@@ -1027,6 +1131,56 @@ mod tests {
         let (r, _) = run(c, ChannelBinding::none(), &stored);
         assert_eq!(r.unwrap_err().condition(), SaslCondition::NotAuthorized);
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn cache_saved_and_loaded_serves_the_next_process() {
+        let stored = account_credentials("s3cret", ITER).unwrap();
+        let cache = ScramCache::new();
+        let c = ClientSession::new(
+            Mechanism::ScramSha256,
+            creds("s3cret").with_cache(cache.clone()),
+            Gs2Flag::NotSupported,
+        )
+        .unwrap();
+        assert!(matches!(
+            run(c, ChannelBinding::none(), &stored).0,
+            Ok(Step::Success { .. })
+        ));
+        let mut file = Vec::new();
+        cache.save(&mut file).unwrap();
+        let again = ScramCache::new();
+        assert_eq!(again.load(&file[..]).unwrap(), 1);
+        assert_eq!(again.len(), 1);
+        let login = |cache: &ScramCache| {
+            let c = ClientSession::new(
+                Mechanism::ScramSha256,
+                creds("s3cret").with_cache(cache.clone()),
+                Gs2Flag::NotSupported,
+            )
+            .unwrap();
+            matches!(
+                run(c, ChannelBinding::none(), &stored).0,
+                Ok(Step::Success { .. })
+            )
+        };
+        assert!(login(&again));
+        // The loaded entry is the one used, not PBKDF2 again: a file whose
+        // salted password was changed makes the right password fail.
+        let text = String::from_utf8(file.clone()).unwrap();
+        let mut fields: Vec<&str> = text.trim_end().split(' ').collect();
+        let other = B64.encode([7u8; 32]);
+        fields[4] = &other;
+        let forged = ScramCache::new();
+        forged.load(fields.join(" ").as_bytes()).unwrap();
+        assert!(!login(&forged));
+        // A damaged file is refused whole, with its line.
+        let mut damaged = file.clone();
+        damaged.extend_from_slice(b"sha256 4096 !!! x y\n");
+        let fresh = ScramCache::new();
+        let e = fresh.load(&damaged[..]).unwrap_err();
+        assert!(e.to_string().starts_with("line 2"), "{e}");
+        assert!(fresh.is_empty());
     }
 
     #[test]
