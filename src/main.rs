@@ -122,6 +122,8 @@ async fn serve(
     shutdown_timeout: u64,
 ) -> anyhow::Result<()> {
     let config = load_config(config.as_ref())?;
+    // Logging starts here, at the file's level (`RUST_LOG` wins).
+    beamline::runtime::telemetry::init_tracing_at(config.log_level.as_str());
     tracing::info!(origin = config.origin(), hosts = ?config.hosts, "configuration valid");
     if let Some(c) = &config.cluster {
         // The cluster's node name is the node's name (sessions, logs).
@@ -170,8 +172,11 @@ async fn ctl(
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    beamline::runtime::telemetry::init_tracing();
-    let result = match Cli::parse().command {
+    let command = Cli::parse().command;
+    if !matches!(command, Command::Serve { .. }) {
+        beamline::runtime::telemetry::init_tracing();
+    }
+    let result = match command {
         Command::Serve {
             config,
             name,

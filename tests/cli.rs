@@ -85,6 +85,57 @@ impl Drop for Child {
 }
 
 #[test]
+fn serve_logs_at_the_level_of_its_config_file() {
+    for (level, info_expected) in [("info", true), ("warn", false)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let file = dir.path().join("beamline.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "hosts = [\"localhost\"]\nlog_level = \"{level}\"\n\
+                 [[listeners]]\nkind = \"c2s\"\nport = {port}\n\
+                 [storage]\ndata_dir = {:?}\n",
+                dir.path().join("data").display().to_string()
+            ),
+        )
+        .expect("write");
+        let mut child = Child(
+            beamline()
+                .args(["serve", "--config"])
+                .arg(&file)
+                .env_remove("RUST_LOG")
+                .env("NO_COLOR", "1")
+                .stderr(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("spawn beamline serve"),
+        );
+        let began = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                began.elapsed() < Duration::from_secs(30),
+                "no listener in time"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.0.kill();
+        let _ = child.0.wait();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().expect("stderr"), &mut stderr)
+            .expect("read stderr");
+        assert_eq!(
+            stderr.contains("INFO"),
+            info_expected,
+            "log_level {level}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
 fn serve_opens_its_data_directory_and_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
