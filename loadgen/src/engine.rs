@@ -586,9 +586,9 @@ fn load_cache(cache: &ScramCache, path: &std::path::Path) -> Result<(), String> 
 
 /// Merges `cache` into the file at `path`. Worker processes of one run
 /// share the file: each takes `PATH.lock` (made with `create_new`, removed
-/// after; a lock older than a minute is taken as left by a process that
-/// died) and the new content replaces the old by a rename, so a reader
-/// never sees half of it.
+/// after; one still there after a minute of waiting is taken as left by a
+/// process that died) and the new content replaces the old by a rename,
+/// so a reader never sees half of it.
 fn save_cache(cache: &ScramCache, path: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;

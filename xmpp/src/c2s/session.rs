@@ -51,9 +51,9 @@ impl std::fmt::Debug for C2sArgs {
     }
 }
 
-/// State of a bound session.
+/// State of a bound session. Its full JID is `info.jid`: one copy per
+/// session, shared with the hooks.
 struct Bound {
-    jid: FullJid,
     bare: BareJid,
     sid: u64,
     info: Arc<SessionInfo>,
@@ -147,7 +147,7 @@ impl C2sState {
         let mut e = stanza.clone();
         // The reply goes back to the client: `to` is the client.
         if let Some(b) = &self.bound {
-            e.set_attr("from", b.jid.to_string());
+            e.set_attr("from", b.info.jid.to_string());
         }
         match error_reply(&e, &StanzaError::new(condition), false) {
             Some(reply) => self.send(&reply).await,
@@ -199,7 +199,6 @@ impl C2sState {
         }
         self.bound = Some(Bound {
             bare: jid.to_bare(),
-            jid: jid.clone(),
             sid,
             info: info.clone(),
         });
@@ -297,7 +296,7 @@ impl C2sState {
         if let Some(from) = el.attr("from") {
             let ok = match crate::jid::parse(from) {
                 Ok(j) => match j.try_into_full() {
-                    Ok(f) => f == bound.jid,
+                    Ok(f) => f == bound.info.jid,
                     Err(b) => b == bound.bare,
                 },
                 Err(_) => false,
@@ -309,7 +308,7 @@ impl C2sState {
                 ));
             }
         }
-        el.set_attr("from", bound.jid.as_str());
+        el.set_attr("from", bound.info.jid.as_str());
         match el.attr("to").map(crate::jid::parse) {
             Some(Err(e)) => {
                 self.reply_error(&el, e.condition).await;
@@ -366,11 +365,11 @@ impl C2sState {
     /// every JID that got directed presence.
     async fn own_presence(&mut self, el: Element) {
         let Some(b) = &self.bound else { return };
-        let host = b.jid.domain().to_string();
-        let user = b.jid.node().map(|n| n.to_string()).unwrap_or_default();
+        let host = b.info.jid.domain().to_string();
+        let user = b.info.jid.node().map(|n| n.to_string()).unwrap_or_default();
         let sid = b.sid;
         let info = b.info.clone();
-        let from = b.jid.to_string();
+        let from = b.info.jid.to_string();
         let available = match el.attr("type") {
             None => true,
             Some("unavailable") => false,
@@ -431,8 +430,8 @@ impl C2sState {
     async fn leave(&mut self) {
         self.end_presence().await;
         if let Some(b) = self.bound.take() {
-            let host = b.jid.domain().to_string();
-            let user = b.jid.node().map(|n| n.to_string()).unwrap_or_default();
+            let host = b.info.jid.domain().to_string();
+            let user = b.info.jid.node().map(|n| n.to_string()).unwrap_or_default();
             self.ctx.sm.unregister(&host, &user, b.sid).await;
             let _ = self
                 .ctx
@@ -476,7 +475,7 @@ impl C2sState {
         let Some(b) = &self.bound else { return };
         let unavailable = Element::builder("presence", ns::JABBER_CLIENT)
             .attr("type", "unavailable")
-            .attr("from", b.jid.to_string())
+            .attr("from", b.info.jid.to_string())
             .build();
         self.own_presence(unavailable).await;
     }
