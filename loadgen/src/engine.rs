@@ -247,7 +247,8 @@ struct Ctx {
     /// `--detach-clients`: where the transports of dropped clients stay
     /// open.
     kept: Option<Arc<Mutex<Vec<MemoryStream>>>>,
-    cache: Option<ScramCache>,
+    /// Salted passwords, shared by every session (and `--scram-cache`).
+    cache: ScramCache,
     tls: Option<Arc<rustls::ClientConfig>>,
     counters: Arc<Counters>,
 }
@@ -408,10 +409,8 @@ impl Ctx {
         let mut c = ClientConfig::new(jid, a.password.clone(), a.server_for(g))
             .with_resource(a.resource.clone())
             .with_tls(tls)
-            .with_mechanisms(mechanisms);
-        if let Some(cache) = &self.cache {
-            c = c.with_scram_cache(cache.clone());
-        }
+            .with_mechanisms(mechanisms)
+            .with_scram_cache(self.cache.clone());
         c.tls_client_config = self.tls.clone();
         c.step_timeout = secs(a.step_timeout);
         c.connect_timeout = secs(a.step_timeout);
@@ -816,7 +815,7 @@ impl Engine {
                     .then(|| Arc::new(Mutex::new(Vec::new()))),
                 // In memory, every account shares one salt (see
                 // `provision::in_process`): one entry serves all logins.
-                cache: Some(cache),
+                cache,
                 args,
                 connector,
                 tls,
@@ -896,9 +895,9 @@ impl Engine {
                 .or_default() += not_started;
         }
         raw.elapsed_ms = start.elapsed().as_millis() as u64;
-        if let (Some(path), Some(cache)) = (&self.ctx.args.scram_cache, &self.ctx.cache) {
+        if let Some(path) = &self.ctx.args.scram_cache {
             // The run's figures stand without it: say so and go on.
-            if let Err(e) = save_cache(cache, path) {
+            if let Err(e) = save_cache(&self.ctx.cache, path) {
                 eprintln!(
                     "beamline-loadgen: saving the SCRAM cache {}: {e}",
                     path.display()

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use beamline_runtime::hooks::Scope;
+use beamline_runtime::hooks::{HookPoint, Hooks, Scope};
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncWriteExt, WriteHalf};
@@ -29,6 +29,24 @@ use crate::xml::Element;
 /// Bytes of routed stanzas buffered for one write while more wait in the
 /// mailbox (see `C2sState::deliver`).
 const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// Runs `user_send_packet` or `user_receive_packet` for a stanza of the
+/// session `info`, in the session's host; `None`: dropped.
+async fn packet_hook(
+    hooks: &Hooks,
+    point: &HookPoint<Arc<SessionInfo>, Option<Element>>,
+    info: &Arc<SessionInfo>,
+    el: Element,
+) -> Option<Element> {
+    hooks
+        .run_fold(
+            point,
+            Scope::Host(info.jid.domain().as_str()),
+            Some(el),
+            info.clone(),
+        )
+        .await
+}
 
 /// A client session; see the [module docs](super).
 #[derive(Debug, Clone, Copy, Default)]
@@ -325,17 +343,7 @@ impl C2sState {
             }
         }
         let info = bound.info.clone();
-        let Some(el) = self
-            .ctx
-            .hooks
-            .run_fold(
-                &USER_SEND_PACKET,
-                Scope::Host(info.jid.domain().as_str()),
-                Some(el),
-                info.clone(),
-            )
-            .await
-        else {
+        let Some(el) = packet_hook(&self.ctx.hooks, &USER_SEND_PACKET, &info, el).await else {
             return Ok(());
         };
         if el.name() == "presence" {
@@ -375,11 +383,7 @@ impl C2sState {
             Some("unavailable") => false,
             // Subscription types without `to` mean nothing: to the hooks.
             Some(_) => {
-                let _ = self
-                    .ctx
-                    .hooks
-                    .run_fold(&USER_SEND_PACKET, Scope::Host(&host), Some(el), info)
-                    .await;
+                let _ = packet_hook(&self.ctx.hooks, &USER_SEND_PACKET, &info, el).await;
                 return;
             }
         };
@@ -401,16 +405,7 @@ impl C2sState {
         }
         let first = available && !self.available;
         self.available = available;
-        let passed = self
-            .ctx
-            .hooks
-            .run_fold(
-                &USER_SEND_PACKET,
-                Scope::Host(&host),
-                Some(el),
-                info.clone(),
-            )
-            .await;
+        let passed = packet_hook(&self.ctx.hooks, &USER_SEND_PACKET, &info, el).await;
         if !available {
             if let Some(el) = passed {
                 self.unavailable_to_directed(&from, &el).await;
@@ -487,17 +482,7 @@ impl C2sState {
     async fn deliver(&mut self, el: Element, more: bool) -> bool {
         if let Some(b) = &self.bound {
             let info = b.info.clone();
-            if let Some(el) = self
-                .ctx
-                .hooks
-                .run_fold(
-                    &USER_RECEIVE_PACKET,
-                    Scope::Host(info.jid.domain().as_str()),
-                    Some(el),
-                    info.clone(),
-                )
-                .await
-            {
+            if let Some(el) = packet_hook(&self.ctx.hooks, &USER_RECEIVE_PACKET, &info, el).await {
                 el.write_in_stream(ns::JABBER_CLIENT, &mut self.out);
             }
         }

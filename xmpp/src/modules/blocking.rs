@@ -143,24 +143,19 @@ impl State {
     /// when it must be read (see [`State::blocks`]). The hooks' path for
     /// every stanza, which must not allocate a future.
     fn blocks_now(&self, user: &str, jid: &str) -> Option<bool> {
-        let list = self.cache.get(user)?;
-        if list.is_empty() {
-            return Some(false);
-        }
-        Some(crate::jid::parse(jid).is_ok_and(|j| matches(&list, &j)))
+        Some(list_blocks(self.cache.get(user)?.value(), jid))
     }
 
     /// Whether `user`'s list blocks `jid` (a JID string, unparsed).
     async fn blocks(&self, user: &str, jid: &str, keep: bool) -> bool {
-        let list = self.list(user, keep).await;
-        if list.is_empty() {
-            return false;
-        }
-        match crate::jid::parse(jid) {
-            Ok(j) => matches(&list, &j),
-            Err(_) => false,
-        }
+        list_blocks(&self.list(user, keep).await, jid)
     }
+}
+
+/// Whether `list` blocks `jid` (a JID string, unparsed): the list first,
+/// it is usually empty and parsing is the cost.
+fn list_blocks(list: &List, jid: &str) -> bool {
+    !list.is_empty() && crate::jid::parse(jid).is_ok_and(|j| matches(list, &j))
 }
 
 /// XEP-0191 §3.1 / XEP-0016 matching of `jid` against `list`.
